@@ -1,0 +1,135 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using OrleansGpt.Training.Generation;
+using OrleansGpt.Training.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace OrleansGpt.Training.Cli;
+
+/// <summary>bench gemm and bench decode: numbers, printed, never asserted.</summary>
+internal static class BenchCommands
+{
+    public static void AddTo(RootCommand root)
+    {
+        var bench = new Command("bench", "Measure this machine: matmul throughput, decoding speed");
+        bench.Subcommands.Add(GemmCommand());
+        bench.Subcommands.Add(DecodeCommand());
+        root.Subcommands.Add(bench);
+    }
+
+    private static Command GemmCommand()
+    {
+        var size = new Option<int>("--size") { Description = "Square matrix size n (n x n times n x n)", DefaultValueFactory = _ => 2048 };
+        var seconds = new Option<double>("--seconds") { Description = "Time to spend per dtype", DefaultValueFactory = _ => 2.0 };
+        var command = new Command("gemm", "Print measured matmul GFLOP/s in fp32 and bf16: the ceiling other figures are read against") { size, seconds };
+        command.SetHandler(r =>
+        {
+            int n = r.GetValue(size);
+            Console.WriteLine($"threads {get_num_threads()}, native bf16 {(PrecisionSupport.CpuHasNativeBf16 ? "yes" : "no")}");
+            foreach (var precision in new[] { Precision.Fp32, Precision.Bf16 })
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"gemm {n}x{n}x{n} {precision.Name()}: {MeasureGemm(n, precision.ToScalarType(), r.GetValue(seconds)):F1} GFLOP/s"));
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Median GFLOP/s of n x n x n matrix products over about <paramref name="seconds"/>.</summary>
+    public static double MeasureGemm(int n, ScalarType dtype, double seconds)
+    {
+        using var scope = NewDisposeScope();
+        var a = randn(n, n).to(dtype);
+        var b = randn(n, n).to(dtype);
+        for (int i = 0; i < 2; i++) matmul(a, b).Dispose(); // warm up threads and caches
+        var times = new List<double>();
+        var total = Stopwatch.StartNew();
+        while (total.Elapsed.TotalSeconds < seconds || times.Count < 3)
+        {
+            var sw = Stopwatch.StartNew();
+            matmul(a, b).Dispose();
+            times.Add(sw.Elapsed.TotalSeconds);
+        }
+        times.Sort();
+        return 2.0 * n * n * (double)n / times[times.Count / 2] / 1e9;
+    }
+
+    private static Command DecodeCommand()
+    {
+        var model = new Option<string>("--model") { Description = "Model size to build with random weights", DefaultValueFactory = _ => "small" };
+        model.AcceptOnlyFromAmong([.. GptConfig.PresetNames]);
+        var checkpoint = new Option<string>("--checkpoint") { Description = "Benchmark this checkpoint instead of a random model" };
+        var batches = new Option<string>("--batch") { Description = "Batch sizes, comma-separated", DefaultValueFactory = _ => "1,8" };
+        var dtypes = new Option<string>("--dtype") { Description = "Precisions, comma-separated (fp32, bf16)", DefaultValueFactory = _ => "fp32,bf16" };
+        var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length per sequence", DefaultValueFactory = _ => 64 };
+        var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to decode per sequence", DefaultValueFactory = _ => 48 };
+        var command = new Command("decode", "Print prefill and decode tokens/s and ms per step for each batch size (nucleus sampling with top-p 0.9 included)")
+        {
+            model, checkpoint, batches, dtypes, promptTokens, newTokens,
+        };
+        command.SetHandler(r =>
+        {
+            int[] batchSizes = CommandLine.ParseIntList(r.GetValue(batches)!, "--batch");
+            var precisions = r.GetValue(dtypes)!.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(CommandLine.ResolvePrecision).Distinct().ToArray();
+            int p = r.GetValue(promptTokens), steps = r.GetValue(newTokens);
+            Console.WriteLine($"threads {get_num_threads()}, native bf16 {(PrecisionSupport.CpuHasNativeBf16 ? "yes" : "no")}, prompt {p} tokens, {steps} new tokens per sequence");
+            Console.WriteLine("| model | dtype | batch | prefill tok/s | prefill ms | decode tok/s | ms/step |");
+            Console.WriteLine("|---|---|---|---|---|---|---|");
+            foreach (var precision in precisions)
+            {
+                using var gpt = r.GetValue(checkpoint) is { } dir
+                    ? Gpt2Checkpoint.Load(dir, precision.ToScalarType())
+                    : RandomModel(GptConfig.FromPreset(r.GetValue(model)!), precision);
+                if (p + steps > gpt.Config.BlockSize)
+                    throw new ArgumentException($"--prompt-tokens {p} + --new-tokens {steps} exceed the block size {gpt.Config.BlockSize}");
+                string name = r.GetValue(checkpoint) ?? r.GetValue(model)!;
+                foreach (int batch in batchSizes)
+                {
+                    var (prefillSeconds, decodeSeconds, decodeSteps) = MeasureDecode(gpt, batch, p, steps);
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"| {name} | {precision.Name()} | {batch} | {batch * p / prefillSeconds:F0} | {prefillSeconds * 1000:F0} | {batch * decodeSteps / decodeSeconds:F1} | {decodeSeconds * 1000 / decodeSteps:F1} |"));
+                }
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    private static Gpt RandomModel(GptConfig config, Precision precision)
+    {
+        var gpt = new Gpt(config);
+        gpt.InitializeWeights(seed: 1);
+        gpt.eval();
+        if (precision != Precision.Fp32)
+            gpt.to(precision.ToScalarType());
+        return gpt;
+    }
+
+    /// <summary>Times the prefill (first step: the prompt forward plus the first sample) and the decode steps after it.</summary>
+    private static (double Prefill, double Decode, int DecodeSteps) MeasureDecode(Gpt gpt, int batch, int promptLength, int newTokens)
+    {
+        var random = new Random(batch);
+        var prompts = Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, promptLength).Select(_ => random.Next(50000)).ToArray()).ToArray();
+        // Sampling included, as a server would run it; the end-of-text token is made impossible by letting every
+        // sequence run to max tokens regardless (random weights rarely pick it anyway).
+        var samplers = Enumerable.Range(0, batch).Select(i => new TokenSampler(new SamplingSettings { TopP = 0.9, MaxNewTokens = newTokens + 1, Seed = i })).ToArray();
+        var generator = new TextGenerator(gpt);
+
+        // One short warm-up run so one-time allocation and thread start-up are not billed to the prefill.
+        foreach (var _ in generator.GenerateBatch([prompts[0]], [new TokenSampler(new SamplingSettings { MaxNewTokens = 2, Seed = 0 })])) { }
+
+        var sw = Stopwatch.StartNew();
+        double prefill = 0;
+        int stepCount = 0;
+        foreach (var _ in generator.GenerateBatch(prompts, samplers))
+        {
+            if (stepCount++ == 0)
+            {
+                prefill = sw.Elapsed.TotalSeconds;
+                sw.Restart();
+            }
+        }
+        double decode = sw.Elapsed.TotalSeconds;
+        return (prefill, decode, stepCount - 1);
+    }
+}

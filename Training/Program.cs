@@ -1,0 +1,8 @@
+using System.CommandLine;
+using OrleansGpt.Training.Cli;
+
+var root = new RootCommand("OrleansGpt training tools: GPT-2 for research-paper abstracts (tokenizer, checkpoints, generation, benchmarks).");
+TextCommands.AddTo(root);
+ModelCommands.AddTo(root);
+BenchCommands.AddTo(root);
+return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
