@@ -54,6 +54,7 @@ public sealed class TextGenerator(Gpt model)
         int capacity = Math.Min(blockSize, promptLength + maxNew);
         var generated = new int[batch];
         var done = new bool[batch];
+        var last = new int[batch];
         int running = batch;
 
         using var cache = model.NewCache(batch, capacity);
@@ -74,11 +75,11 @@ public sealed class TextGenerator(Gpt model)
                     {
                         if (done[row])
                         {
-                            chosen[row] = Gpt2Tokenizer.EndOfText; // a placeholder the row's output never shows
+                            chosen[row] = last[row]; // a placeholder the row's output never shows, valid in any vocabulary
                             continue;
                         }
                         int token = samplers[row].Next(rows.Slice(row * vocab, vocab));
-                        chosen[row] = token;
+                        chosen[row] = last[row] = token;
                         generated[row]++;
                         FinishReason? finish = token == Gpt2Tokenizer.EndOfText ? FinishReason.Stop
                             : generated[row] >= samplers[row].Settings.MaxNewTokens || cache.Length >= capacity ? FinishReason.Length
