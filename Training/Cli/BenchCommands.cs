@@ -2,7 +2,9 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using OrleansGpt.Training.Generation;
+using OrleansGpt.Training.Loop;
 using OrleansGpt.Training.Model;
+using OrleansGpt.Training.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -13,9 +15,10 @@ internal static class BenchCommands
 {
     public static void AddTo(RootCommand root)
     {
-        var bench = new Command("bench", "Measure this machine: matmul throughput, decoding speed");
+        var bench = new Command("bench", "Measure this machine: matmul throughput, decoding and training speed");
         bench.Subcommands.Add(GemmCommand());
         bench.Subcommands.Add(DecodeCommand());
+        bench.Subcommands.Add(TrainCommand());
         root.Subcommands.Add(bench);
     }
 
@@ -90,6 +93,64 @@ internal static class BenchCommands
                         $"| {name} | {precision.Name()} | {batch} | {batch * p / prefillSeconds:F0} | {prefillSeconds * 1000:F0} | {batch * decodeSteps / decodeSeconds:F1} | {decodeSeconds * 1000 / decodeSteps:F1} |"));
                 }
             }
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command TrainCommand()
+    {
+        var model = new Option<string>("--model") { Description = "Model size (random weights, random tokens)", DefaultValueFactory = _ => "tiny" };
+        model.AcceptOnlyFromAmong([.. GptConfig.PresetNames]);
+        var dtype = CommandLine.DtypeOption();
+        var blockSize = new Option<int>("--block-size") { Description = "Tokens per block", DefaultValueFactory = _ => 512 };
+        var batchSize = new Option<int>("--batch-size") { Description = "Blocks per step", DefaultValueFactory = _ => 8 };
+        var steps = new Option<int>("--steps") { Description = "Timed optimizer steps (after one warm-up step)", DefaultValueFactory = _ => 4 };
+        var command = new Command("train", "Print training tokens/s and model FLOPs utilisation: (6 x parameters + attention) FLOPs per token x tokens/s over this run's measured GEMM rate")
+        {
+            model, dtype, blockSize, batchSize, steps,
+        };
+        command.SetHandler(r =>
+        {
+            var precision = CommandLine.ResolvePrecision(r.GetValue(dtype)!);
+            int B = r.GetValue(batchSize), T = r.GetValue(blockSize), n = r.GetValue(steps);
+            var config = GptConfig.FromPreset(r.GetValue(model)!);
+            if (T > config.BlockSize)
+                throw new ArgumentException($"--block-size {T} is longer than the model's {config.BlockSize} positions");
+            NativeAllocator.KeepLargeBlocks();
+            manual_seed(1);
+            using var gpt = new Gpt(config);
+            gpt.InitializeWeights(1);
+            var masters = gpt.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter.detach().clone());
+            if (precision != Precision.Fp32)
+                gpt.to(precision.ToScalarType());
+            var lm = new CausalLanguageModel(gpt);
+            lm.SetTraining(true);
+            using var optimizer = new AdamW(lm.NamedParameters, weightDecay: 0.01, precision == Precision.Fp32 ? null : masters);
+
+            void Step()
+            {
+                using var blocks = randint(0, 50257, [B, T]);
+                lm.ForwardBackward(blocks, 1.0);
+                optimizer.ClipGradNorm(1.0);
+                optimizer.Step(1e-4);
+                optimizer.ZeroGrad();
+            }
+            Step(); // warm-up: first-touch allocation of weights, moments and activations
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < n; i++) Step();
+            double seconds = sw.Elapsed.TotalSeconds;
+
+            // Per token: 6 FLOPs per weight that multiplies (forward 2, backward 4), so not the position table,
+            // plus attention's QK^T and AV, 12 x layers x width x context (Kaplan et al. 2020; nanoGPT's estimate).
+            double flopsPerToken = 6.0 * (config.ParameterCount - (long)config.BlockSize * config.Embedding) + 12.0 * config.Layers * config.Embedding * T;
+            double tokensPerSecond = (double)n * B * T / seconds;
+            double achieved = flopsPerToken * tokensPerSecond / 1e9;
+            double gemm = MeasureGemm(2048, precision.ToScalarType(), 2.0);
+            Console.WriteLine("| model | dtype | batch x block | tok/s | s/step | GFLOP/token | achieved GFLOP/s | gemm GFLOP/s | MFU |");
+            Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {r.GetValue(model)} | {precision.Name()} | {B} x {T} | {tokensPerSecond:N0} | {seconds / n:F2} | {flopsPerToken / 1e9:F3} | {achieved:F1} | {gemm:F1} | {achieved / gemm:P0} |"));
             return 0;
         });
         return command;

@@ -1,5 +1,6 @@
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using System.Runtime.InteropServices;
+using OrleansGpt.Training.Numerics;
 using static TorchSharp.torch;
 
 namespace OrleansGpt.Training.Generation;
@@ -16,7 +17,7 @@ namespace OrleansGpt.Training.Generation;
 public sealed class TokenSampler
 {
     private readonly HashSet<int> _seen;
-    private ulong _state; // SplitMix64 (Steele et al. 2014): tiny state, good statistics, trivially reproducible
+    private SplitMix64 _random;
     private float[] _keys = [];
     private int[] _ids = [];
     private ushort[] _buckets = [];
@@ -26,7 +27,7 @@ public sealed class TokenSampler
     {
         Settings = settings.Validate();
         Seed = settings.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
-        _state = (ulong)Seed;
+        _random = new SplitMix64((ulong)Seed);
         _seen = context is null ? [] : [.. context];
     }
 
@@ -51,7 +52,7 @@ public sealed class TokenSampler
     private int Draw(int n)
     {
         var probs = _keys.AsSpan(0, n);
-        double u = NextUniform() * TensorPrimitives.Sum(probs);
+        double u = _random.NextDouble() * TensorPrimitives.Sum(probs);
         double cumulative = 0;
         for (int i = 0; i < n; i++)
         {
@@ -280,15 +281,5 @@ public sealed class TokenSampler
     {
         (keys[a], keys[b]) = (keys[b], keys[a]);
         (ids[a], ids[b]) = (ids[b], ids[a]);
-    }
-
-    /// <summary>A uniform double in [0, 1) from this request's SplitMix64 stream.</summary>
-    private double NextUniform()
-    {
-        ulong z = _state += 0x9E3779B97F4A7C15UL;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        z ^= z >> 31;
-        return (z >> 11) * (1.0 / (1UL << 53));
     }
 }

@@ -236,12 +236,18 @@ public sealed class CausalSelfAttention : nn.Module
         var v = qkv[2].view(B, T, nh, hs).transpose(1, 2); // (B, nh, T, hs)
 
         int past = cache?.Length ?? 0;
-        if (cache is not null)
+        var attentionDtype = cache?.Dtype ?? Gpt.AttentionDtypeFor(x.dtype, x.device);
+        if (q.dtype != attentionDtype)
         {
-            if (q.dtype != cache.Dtype)
-                q = q.to(cache.Dtype);
-            (k, v) = cache.Append(_layer, k, v); // (B, nh, past + T, hs), converted to the cache's dtype
+            q = q.to(attentionDtype);
+            if (cache is null)
+            {
+                k = k.to(attentionDtype);
+                v = v.to(attentionDtype);
+            }
         }
+        if (cache is not null)
+            (k, v) = cache.Append(_layer, k, v); // (B, nh, past + T, hs), converted to the cache's dtype
 
         // Causal masking: with nothing cached, is_causal does it. One new token may see every cached
         // position, so it needs no mask (and is_causal would wrongly align the mask to the top-left).
@@ -479,7 +485,9 @@ public sealed class Gpt : nn.Module
     /// scaled_dot_product_attention measured 6x slower than fp32 (batch 8, 100 keys: 9.6 vs 1.5 ms for 12
     /// layers) while converting the few new keys and values costs little. Elsewhere, the model's dtype.
     /// </summary>
-    public ScalarType AttentionDtype => Device.type == DeviceType.CPU ? ScalarType.Float32 : Dtype;
+    public ScalarType AttentionDtype => AttentionDtypeFor(Dtype, Device);
+
+    internal static ScalarType AttentionDtypeFor(ScalarType dtype, Device device) => device.type == DeviceType.CPU ? ScalarType.Float32 : dtype;
 
     /// <summary>Makes a KV cache for <paramref name="batch"/> sequences of up to <paramref name="capacity"/> positions.</summary>
     public KvCache NewCache(long batch, int capacity) => new(Config, batch, capacity, AttentionDtype, Device);

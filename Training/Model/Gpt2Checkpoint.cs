@@ -91,6 +91,7 @@ public static class Gpt2Checkpoint
     /// <summary>Reads provenance.json, or <see cref="ModelProvenance.Unknown"/> when there is none.</summary>
     public static ModelProvenance ReadProvenance(string directory)
     {
+        directory = Resolve(directory);
         string path = Path.Combine(directory, ProvenanceFile);
         return File.Exists(path)
             ? JsonSerializer.Deserialize<ModelProvenance>(File.ReadAllText(path), s_json) ?? ModelProvenance.Unknown
@@ -107,6 +108,7 @@ public static class Gpt2Checkpoint
     /// </param>
     public static Gpt Load(string directory, ScalarType dtype = ScalarType.Float32, Device? device = null, int minVocabSize = 0)
     {
+        directory = Resolve(directory);
         var fileConfig = ReadConfig(directory);
         var config = fileConfig.VocabSize < minVocabSize ? fileConfig with { VocabSize = minVocabSize } : fileConfig;
         var model = new Gpt(config);
@@ -186,15 +188,32 @@ public static class Gpt2Checkpoint
     /// Writes <paramref name="model"/> to <paramref name="directory"/> as config.json + model.safetensors +
     /// provenance.json, replacing any previous checkpoint there atomically.
     /// </summary>
-    public static void Save(Gpt model, string directory, ModelProvenance provenance)
+    public static void Save(Gpt model, string directory, ModelProvenance provenance) =>
+        AtomicWrite.Directory(directory, staging => WriteFiles(model, staging, provenance));
+
+    /// <summary>Writes the checkpoint's files into a directory being assembled (e.g. a training checkpoint's
+    /// staging directory, which adds optimizer state beside them).</summary>
+    public static void WriteFiles(Gpt model, string directory, ModelProvenance provenance) =>
+        WriteFiles(model.Config, model.Dtype, model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)), directory, provenance);
+
+    /// <summary>Writes a checkpoint from named weights (our module names), e.g. a trainer's fp32 master weights.</summary>
+    public static void WriteFiles(GptConfig config, ScalarType dtype, IEnumerable<(string Name, Tensor Weight)> weights, string directory, ModelProvenance provenance)
     {
-        AtomicWrite.Directory(directory, staging =>
-        {
-            File.WriteAllText(Path.Combine(staging, ConfigFile), ConfigJson(model.Config, model.Dtype).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            File.WriteAllText(Path.Combine(staging, ProvenanceFile), JsonSerializer.Serialize(provenance, s_json));
-            var tensors = model.named_parameters().Select(p => (HfPrefix + p.name, (Tensor)p.parameter));
-            SafeTensorsWriter.Write(Path.Combine(staging, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-        });
+        File.WriteAllText(Path.Combine(directory, ConfigFile), ConfigJson(config, dtype).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(Path.Combine(directory, ProvenanceFile), JsonSerializer.Serialize(provenance, s_json));
+        var tensors = weights.Select(w => (HfPrefix + w.Name, w.Weight));
+        SafeTensorsWriter.Write(Path.Combine(directory, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+    }
+
+    /// <summary>
+    /// The checkpoint directory meant by <paramref name="path"/>: the path itself, or for a training run's
+    /// output directory, its <c>checkpoint</c> folder.
+    /// </summary>
+    public static string Resolve(string path)
+    {
+        if (!File.Exists(Path.Combine(path, ConfigFile)) && File.Exists(Path.Combine(path, "checkpoint", ConfigFile)))
+            return Path.Combine(path, "checkpoint");
+        return path;
     }
 
     /// <summary>Hugging Face's GPT2Config for <paramref name="config"/>.</summary>

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using static OrleansGpt.Tests.Cli.TrainingCli;
 
 namespace OrleansGpt.Tests.Cli;
 
@@ -72,29 +72,11 @@ public sealed class TrainingCliTests
     [Fact]
     public void EveryCommandHasHelp()
     {
-        foreach (var command in new[] { "tokenize", "detokenize", "init", "logits", "generate", "bench gemm", "bench decode" })
+        foreach (var command in new[] { "tokenize", "detokenize", "init", "logits", "generate", "prepare", "train", "eval", "sweep", "bench gemm", "bench decode", "bench train" })
         {
             var help = Run([.. command.Split(' '), "--help"]);
             Assert.True(help.ExitCode == 0, $"{command}: {help.Stderr}");
             Assert.Contains("Usage:", help.Stdout);
         }
-    }
-
-    private sealed record Result(int ExitCode, string Stdout, string Stderr);
-
-    private static Result Run(params string[] args)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "OrleansGpt.Training.dll"));
-        foreach (var a in args) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(TimeSpan.FromMinutes(2)))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"OrleansGpt.Training {string.Join(' ', args)} did not finish");
-        }
-        return new Result(process.ExitCode, stdout.Result, stderr.Result);
     }
 }

@@ -1,0 +1,76 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using OrleansGpt.Training.Loop;
+
+namespace OrleansGpt.Training.Cli;
+
+/// <summary>sweep: one training run per value of one setting, as the paper's Tables 4 to 8.</summary>
+internal static class SweepCommand
+{
+    private static readonly string[] s_settings = ["grad-accum", "block-size", "weight-decay", "epochs", "batch-size", "lr"];
+
+    public static void AddTo(RootCommand root)
+    {
+        var run = new TrainCommands.RunOptions();
+        var vary = new Option<string>("--vary") { Description = $"The setting and its values, e.g. grad-accum=1,2,4,8,16 (one of {string.Join(", ", s_settings)})", Required = true };
+        var output = new Option<string>("--out") { Description = "Directory for the runs (one sub-directory per value) and sweep.md", Required = true };
+        var command = new Command("sweep", "Train one run per value of a setting on a small model and data subset; print train loss, eval loss and perplexity as a markdown table");
+        foreach (var option in run.All) command.Options.Add(option);
+        command.Options.Add(vary);
+        command.Options.Add(output);
+        command.SetHandler(r =>
+        {
+            var (setting, values) = ParseVary(r.GetValue(vary)!);
+            string outDir = r.GetValue(output)!;
+            var inv = CultureInfo.InvariantCulture;
+            var rows = new List<string>();
+            foreach (string value in values)
+            {
+                var options = Apply(run.Read(r, Path.Combine(outDir, $"{setting}-{value}"), resume: false), setting, value);
+                Console.Error.WriteLine($"== {setting} = {value}");
+                var result = new Trainer(options, Console.Error).Run();
+                rows.Add(string.Create(inv, $"| {value} | {result.MeanTrainLoss:F4} | {result.EvalLoss:F4} | {result.Perplexity:F2} | {result.Steps:N0} | {result.TokensSeen:N0} | {result.Seconds:F0} |"));
+            }
+            var table = new StringBuilder();
+            table.AppendLine(inv, $"| {setting} | train loss | eval loss | PPL | steps | tokens | seconds |");
+            table.AppendLine("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+            rows.ForEach(row => table.AppendLine(row));
+            IO.AtomicWrite.Text(Path.Combine(outDir, "sweep.md"), table.ToString());
+            Console.WriteLine(table);
+            return 0;
+        });
+        root.Subcommands.Add(command);
+    }
+
+    private static (string Setting, string[] Values) ParseVary(string text)
+    {
+        int eq = text.IndexOf('=', StringComparison.Ordinal);
+        if (eq <= 0)
+            throw new ArgumentException($"--vary '{text}' is not of the form setting=v1,v2,...");
+        string setting = text[..eq].Trim();
+        if (!s_settings.Contains(setting))
+            throw new ArgumentException($"--vary: unknown setting '{setting}'; expected one of {string.Join(", ", s_settings)}");
+        string[] values = text[(eq + 1)..].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (values.Length == 0)
+            throw new ArgumentException($"--vary '{text}' lists no values");
+        return (setting, values);
+    }
+
+    private static TrainOptions Apply(TrainOptions o, string setting, string value)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        int Int() => int.TryParse(value, NumberStyles.Integer, inv, out int v) ? v : throw new ArgumentException($"--vary {setting}: '{value}' is not a whole number");
+        double Real() => double.TryParse(value, NumberStyles.Float, inv, out double v) ? v : throw new ArgumentException($"--vary {setting}: '{value}' is not a number");
+        return (setting switch
+        {
+            "grad-accum" => o with { GradientAccumulation = Int() },
+            "block-size" => o with { BlockSize = Int() },
+            "weight-decay" => o with { WeightDecay = Real() },
+            "epochs" => o with { Epochs = Int() },
+            "batch-size" => o with { BatchSize = Int() },
+            "lr" => o with { LearningRate = Real() },
+            _ => throw new ArgumentException($"--vary: unknown setting '{setting}'"),
+        }).Validate();
+    }
+}

@@ -1,0 +1,149 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using OrleansGpt.Training.Data;
+using OrleansGpt.Training.Evaluation;
+using OrleansGpt.Training.Loop;
+using OrleansGpt.Training.Model;
+using OrleansGpt.Training.Text;
+
+namespace OrleansGpt.Training.Cli;
+
+/// <summary>train and eval.</summary>
+internal static class TrainCommands
+{
+    public static void AddTo(RootCommand root)
+    {
+        root.Subcommands.Add(TrainCommand());
+        root.Subcommands.Add(EvalCommand());
+    }
+
+    /// <summary>The options of one training run, shared by train and sweep.</summary>
+    internal sealed class RunOptions
+    {
+        public Option<string> Data { get; } = new("--data") { Description = "A directory written by prepare", Required = true };
+        public Option<string> Model { get; } = new("--model") { Description = $"Model size when training from scratch: {string.Join(", ", GptConfig.PresetNames)}", DefaultValueFactory = _ => "tiny" };
+        public Option<string> Init { get; } = new("--init") { Description = "scratch, or a checkpoint directory to fine-tune (ours or a Hugging Face GPT-2 download)", DefaultValueFactory = _ => "scratch" };
+        public Option<int> BlockSize { get; } = new("--block-size") { Description = "Tokens per training block", DefaultValueFactory = _ => 512 };
+        public Option<int> BatchSize { get; } = new("--batch-size") { Description = "Blocks per micro-batch", DefaultValueFactory = _ => 8 };
+        public Option<int> GradAccum { get; } = new("--grad-accum") { Description = "Micro-batches per optimizer step", DefaultValueFactory = _ => 1 };
+        public Option<double> LearningRate { get; } = new("--lr") { Description = "Peak learning rate", DefaultValueFactory = _ => 5e-5 };
+        public Option<int> Epochs { get; } = new("--epochs") { Description = "Passes over the training blocks", DefaultValueFactory = _ => 3 };
+        public Option<double> WeightDecay { get; } = new("--weight-decay") { Description = "AdamW weight decay (not on biases and LayerNorms)", DefaultValueFactory = _ => 0.0 };
+        public Option<long> WarmupSteps { get; } = new("--warmup-steps") { Description = "Linear warm-up steps", DefaultValueFactory = _ => 0 };
+        public Option<string> Schedule { get; } = new("--lr-schedule") { Description = "constant, linear or cosine (after warm-up)", DefaultValueFactory = _ => "linear" };
+        public Option<long?> MaxSteps { get; } = new("--max-steps") { Description = "Stop after this many optimizer steps" };
+        public Option<int> EvalEvery { get; } = new("--eval-every") { Description = "Evaluate and checkpoint every N steps (0: only at the end)", DefaultValueFactory = _ => 0 };
+        public Option<int> EvalBlocks { get; } = new("--eval-blocks") { Description = "Eval blocks per evaluation (0: the whole eval split)", DefaultValueFactory = _ => 64 };
+        public Option<long?> MaxTrainBlocks { get; } = new("--max-train-blocks") { Description = "Train on the first N blocks only (a subset)" };
+        public Option<long> Seed { get; } = new("--seed") { Description = "Seed of initialisation, data order and dropout", DefaultValueFactory = _ => 42 };
+        public Option<string> Dtype { get; } = CommandLine.DtypeOption();
+        public Option<double?> Dropout { get; } = new("--dropout") { Description = "Override the model's dropout (GPT-2: 0.1)" };
+        public Option<int> LogEvery { get; } = new("--log-every") { Description = "Print and log every N steps", DefaultValueFactory = _ => 10 };
+
+        public RunOptions() => Schedule.AcceptOnlyFromAmong("constant", "linear", "cosine");
+
+        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, WarmupSteps, Schedule, MaxSteps, EvalEvery, EvalBlocks, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery];
+
+        public TrainOptions Read(ParseResult r, string output, bool resume) => new()
+        {
+            DataDirectory = r.GetValue(Data)!,
+            OutputDirectory = output,
+            ModelSize = r.GetValue(Model)!,
+            Init = r.GetValue(Init)!,
+            BlockSize = r.GetValue(BlockSize),
+            BatchSize = r.GetValue(BatchSize),
+            GradientAccumulation = r.GetValue(GradAccum),
+            LearningRate = r.GetValue(LearningRate),
+            Epochs = r.GetValue(Epochs),
+            WeightDecay = r.GetValue(WeightDecay),
+            WarmupSteps = r.GetValue(WarmupSteps),
+            Schedule = Enum.Parse<LearningRateShape>(r.GetValue(Schedule)!, ignoreCase: true),
+            MaxSteps = r.GetValue(MaxSteps),
+            EvalEvery = r.GetValue(EvalEvery),
+            EvalBlocks = r.GetValue(EvalBlocks),
+            MaxTrainBlocks = r.GetValue(MaxTrainBlocks),
+            Seed = r.GetValue(Seed),
+            Precision = CommandLine.ResolvePrecision(r.GetValue(Dtype)!),
+            Dropout = r.GetValue(Dropout),
+            LogEvery = r.GetValue(LogEvery),
+            Resume = resume,
+        };
+    }
+
+    private static Command TrainCommand()
+    {
+        var run = new RunOptions();
+        var output = new Option<string>("--out") { Description = "Run directory: checkpoint/, metrics.jsonl, loss.png", Required = true };
+        var resume = new Option<bool>("--resume") { Description = "Continue the run in --out from its last checkpoint (same settings)" };
+        var command = new Command("train", "Fine-tune or train GPT-2 on prepared data (run_clm blocks, AdamW, checkpoints you can resume; Ctrl-C saves and exits)");
+        foreach (var option in run.All) command.Options.Add(option);
+        command.Options.Add(output);
+        command.Options.Add(resume);
+        command.SetHandler(r =>
+        {
+            var options = run.Read(r, r.GetValue(output)!, r.GetValue(resume));
+            using var cancel = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCtrlC = (_, e) =>
+            {
+                if (cancel.IsCancellationRequested) return; // a second Ctrl-C kills the process as usual
+                e.Cancel = true;
+                Console.Error.WriteLine("Ctrl-C: finishing this step, then saving a checkpoint (Ctrl-C again to abort without saving)");
+                cancel.Cancel();
+            };
+            Console.CancelKeyPress += onCtrlC;
+            try
+            {
+                var result = new Trainer(options, Console.Out).Run(cancel.Token);
+                if (result.Perplexity is { } ppl)
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"eval loss {result.EvalLoss:F4}, perplexity {ppl:F2}"));
+                return result.Interrupted ? 130 : 0;
+            }
+            finally
+            {
+                Console.CancelKeyPress -= onCtrlC;
+            }
+        });
+        return command;
+    }
+
+    private static Command EvalCommand()
+    {
+        var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint directory (or a training run directory)", Required = true };
+        var data = new Option<string>("--data") { Description = "A directory written by prepare", Required = true };
+        var split = new Option<string>("--split") { Description = "Which split to score", DefaultValueFactory = _ => "eval" };
+        split.AcceptOnlyFromAmong("eval", "train");
+        var blockSize = new Option<int>("--block-size") { Description = "Score each example's first N tokens", DefaultValueFactory = _ => 512 };
+        var batchSize = new Option<int>("--batch-size") { Description = "Examples per forward pass", DefaultValueFactory = _ => 8 };
+        var maxExamples = new Option<int>("--max-examples") { Description = "Score only the first N examples (0: all)", DefaultValueFactory = _ => 0 };
+        var json = new Option<string?>("--json") { Description = "Also write the results as JSON to this file" };
+        var command = new Command("eval", "Eval loss and perplexity, overall and per category (the paper's Table 9), as markdown and JSON")
+        {
+            checkpoint, data, split, blockSize, batchSize, maxExamples, json,
+        };
+        command.SetHandler(r =>
+        {
+            string dir = r.GetValue(checkpoint)!;
+            using var model = Gpt2Checkpoint.Load(dir, minVocabSize: Gpt2Tokenizer.VocabSize);
+            using var tokens = TokenSplit.Open(r.GetValue(data)!, r.GetValue(split)!);
+            int block = Math.Min(r.GetValue(blockSize), model.Config.BlockSize);
+            var provenance = Gpt2Checkpoint.ReadProvenance(dir);
+            var reports = Evaluator.PerCategory(new CausalLanguageModel(model), tokens, block, r.GetValue(batchSize), r.GetValue(maxExamples));
+
+            Console.WriteLine($"{Gpt2Checkpoint.Resolve(dir)} ({provenance.Kind}: {provenance.Description}) on the {r.GetValue(split)} split, each example's first {block} tokens");
+            Console.WriteLine();
+            Console.WriteLine("| category | examples | tokens | eval loss | perplexity |");
+            Console.WriteLine("| --- | ---: | ---: | ---: | ---: |");
+            foreach (var report in reports)
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {report.Name} | {report.Examples:N0} | {report.Tokens:N0} | {report.Loss:F4} | {report.Perplexity:F2} |"));
+            var results = reports.Select(x => new { category = x.Name, examples = x.Examples, tokens = x.Tokens, loss = x.Loss, perplexity = x.Perplexity }).ToList();
+            string text = JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true });
+            Console.WriteLine();
+            Console.WriteLine(text);
+            if (r.GetValue(json) is { } path)
+                IO.AtomicWrite.Text(path, text);
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,84 @@
+using OrleansGpt.Training.Model;
+
+namespace OrleansGpt.Training.Loop;
+
+/// <summary>
+/// One training run's settings. Defaults are the paper's: block size 512, batch 8, gradient accumulation 1,
+/// learning rate 5e-5, 3 epochs (fine-tuning values; training from scratch wants a larger rate).
+/// </summary>
+public sealed record TrainOptions
+{
+    /// <summary>A directory written by the prepare command.</summary>
+    public required string DataDirectory { get; init; }
+
+    /// <summary>The run directory: checkpoint/, metrics.jsonl, loss.png.</summary>
+    public required string OutputDirectory { get; init; }
+
+    /// <summary>Model size for --init scratch (tiny, distil, small, ...).</summary>
+    public string ModelSize { get; init; } = "tiny";
+
+    /// <summary>"scratch", or a checkpoint directory to fine-tune (ours or a Hugging Face download).</summary>
+    public string Init { get; init; } = "scratch";
+
+    public int BlockSize { get; init; } = 512;
+    public int BatchSize { get; init; } = 8;
+    public int GradientAccumulation { get; init; } = 1;
+    public double LearningRate { get; init; } = 5e-5;
+    public int Epochs { get; init; } = 3;
+    public double WeightDecay { get; init; }
+    public long WarmupSteps { get; init; }
+    public LearningRateShape Schedule { get; init; } = LearningRateShape.Linear;
+
+    /// <summary>Stop after this many optimizer steps (and size the schedule to it); null: the epochs decide.</summary>
+    public long? MaxSteps { get; init; }
+
+    /// <summary>Evaluate (and checkpoint) every N steps; 0: only at the end.</summary>
+    public int EvalEvery { get; init; }
+
+    /// <summary>Eval blocks per evaluation during training (0 = the whole eval split).</summary>
+    public int EvalBlocks { get; init; } = 64;
+
+    /// <summary>Use only the first N training blocks (a subset, for sweeps); null: all.</summary>
+    public long? MaxTrainBlocks { get; init; }
+
+    public long Seed { get; init; } = 42;
+    public Precision Precision { get; init; } = Precision.Fp32;
+
+    /// <summary>Gradients are clipped to this global L2 norm (Hugging Face's default 1.0); 0 turns it off.</summary>
+    public double MaxGradNorm { get; init; } = 1.0;
+
+    /// <summary>Print and log every N steps.</summary>
+    public int LogEvery { get; init; } = 10;
+
+    /// <summary>Continue from the run directory's checkpoint.</summary>
+    public bool Resume { get; init; }
+
+    /// <summary>Overrides the model's dropout (0.1 in GPT-2); null keeps it.</summary>
+    public double? Dropout { get; init; }
+
+    /// <summary>Tokens one optimizer step trains on.</summary>
+    public long TokensPerStep => (long)BatchSize * GradientAccumulation * BlockSize;
+
+    /// <summary>Throws for settings no run can use.</summary>
+    public TrainOptions Validate()
+    {
+        if (BlockSize < 2) throw new ArgumentOutOfRangeException(nameof(BlockSize), BlockSize, "--block-size must be at least 2");
+        if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "--batch-size must be at least 1");
+        if (GradientAccumulation < 1) throw new ArgumentOutOfRangeException(nameof(GradientAccumulation), GradientAccumulation, "--grad-accum must be at least 1");
+        if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "--lr must be positive");
+        if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "--epochs must be at least 1");
+        if (WeightDecay < 0) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "--weight-decay must be >= 0");
+        if (WarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, "--warmup-steps must be >= 0");
+        if (MaxSteps is < 1) throw new ArgumentOutOfRangeException(nameof(MaxSteps), MaxSteps, "--max-steps must be at least 1");
+        if (EvalEvery < 0 || LogEvery < 1) throw new ArgumentOutOfRangeException(nameof(EvalEvery), "--eval-every must be >= 0 and --log-every >= 1");
+        if (Dropout is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "--dropout must be in [0, 1)");
+        return this;
+    }
+
+    /// <summary>The settings a resumed run must share with the run it continues: they fix the data order and the
+    /// learning-rate schedule.</summary>
+    public string TrajectoryKey() =>
+        string.Join(";", ModelSize, Init, BlockSize, BatchSize, GradientAccumulation, LearningRate.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+            Epochs, WeightDecay.ToString("R", System.Globalization.CultureInfo.InvariantCulture), WarmupSteps, Schedule, MaxSteps, MaxTrainBlocks, Seed, Precision,
+            MaxGradNorm.ToString("R", System.Globalization.CultureInfo.InvariantCulture), Dropout, Path.GetFullPath(DataDirectory));
+}

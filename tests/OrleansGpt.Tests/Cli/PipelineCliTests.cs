@@ -1,0 +1,65 @@
+using static OrleansGpt.Tests.Cli.TrainingCli;
+
+namespace OrleansGpt.Tests.Cli;
+
+/// <summary>prepare, train, eval, sweep and generate through the command line, on a small synthetic archive.</summary>
+public sealed class PipelineCliTests
+{
+    [Fact]
+    public void PrepareTrainEvalAndGenerateWorkTogether()
+    {
+        using var dir = TestModels.TempDir();
+        string[] categories = ["cs.AI", "cs.LG", "cs.CL", "cs.CV"];
+        string tsv = TestData.Write(dir.Sub("papers.tsv.gz"), Enumerable.Range(0, 40).Select(i =>
+            TestData.Row(i, $"2503.{i:D5}", categories[i % 4], $"Title {i} {TestData.Words(i + 50, 4)}", TestData.Words(i, 40))));
+
+        var prepare = Run("prepare", "--input", tsv, "--out", dir.Sub("data"), "--eval-fraction", "0.25");
+        Assert.True(prepare.ExitCode == 0, prepare.Stderr);
+        Assert.Contains("## Papers per category (Table 1)", prepare.Stdout);
+        Assert.True(File.Exists(Path.Combine(dir.Sub("data"), "stats.json")));
+
+        string[] train = ["train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--model", "tiny", "--block-size", "32", "--batch-size", "2", "--max-steps", "2", "--lr", "1e-3", "--eval-blocks", "2", "--log-every", "1"];
+        var trained = Run(train);
+        Assert.True(trained.ExitCode == 0, trained.Stderr + trained.Stdout);
+        Assert.Contains("2 batch x 1 accum x 32 tokens = 64 tokens/step", trained.Stdout);
+        Assert.Contains("step 2/2", trained.Stdout);
+        Assert.True(File.Exists(Path.Combine(dir.Sub("run"), "metrics.jsonl")));
+        Assert.True(File.Exists(Path.Combine(dir.Sub("run"), "loss.png")));
+
+        // Running again into the same directory would lose the checkpoint: refused, with the way forward.
+        var again = Run(train);
+        Assert.Equal(1, again.ExitCode);
+        Assert.Contains("--resume", again.Stderr);
+
+        var eval = Run("eval", "--checkpoint", dir.Sub("run"), "--data", dir.Sub("data"), "--block-size", "64");
+        Assert.True(eval.ExitCode == 0, eval.Stderr);
+        Assert.Contains("trained-from-scratch", eval.Stdout);
+        foreach (var name in new[] { "cs.AI", "cs.LG", "cs.CL", "cs.CV", "overall" })
+            Assert.Contains($"| {name} |", eval.Stdout);
+
+        var generate = Run("generate", "--checkpoint", dir.Sub("run"), "--category", "CV", "--title", "Deep Residual Learning", "--max-tokens", "8", "--seed", "1");
+        Assert.True(generate.ExitCode == 0, generate.Stderr);
+        Assert.DoesNotContain("untrained", generate.Stderr);
+
+        var sweep = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("sweep"), "--model", "tiny", "--block-size", "32", "--batch-size", "2", "--max-steps", "1", "--eval-blocks", "1", "--vary", "grad-accum=1,2");
+        Assert.True(sweep.ExitCode == 0, sweep.Stderr);
+        Assert.Contains("| grad-accum | train loss | eval loss | PPL |", sweep.Stdout);
+        Assert.Contains("\n| 1 | ", sweep.Stdout);
+        Assert.Contains("\n| 2 | ", sweep.Stdout);
+    }
+
+    [Fact]
+    public void MalformedInputFailsWithFileLineAndReason()
+    {
+        using var dir = TestModels.TempDir();
+        string tsv = TestData.Write(dir.Sub("bad.tsv"), ["0\t\"unclosed"]);
+        var prepare = Run("prepare", "--input", tsv, "--out", dir.Sub("data"));
+        Assert.Equal(1, prepare.ExitCode);
+        Assert.Equal($"error: {tsv}:2: a quoted field is never closed (unbalanced '\"')", prepare.Stderr.Trim().Split('\n')[^1]);
+        Assert.False(Directory.Exists(dir.Sub("data")));
+
+        var sweep = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "depth=1,2");
+        Assert.Equal(1, sweep.ExitCode);
+        Assert.Contains("unknown setting 'depth'", sweep.Stderr);
+    }
+}

@@ -1,0 +1,292 @@
+using OrleansGpt.Training.Data;
+using OrleansGpt.Training.Evaluation;
+using OrleansGpt.Training.Loop;
+using OrleansGpt.Training.Model;
+using OrleansGpt.Training.Text;
+using Parameter = TorchSharp.Modules.Parameter;
+using static TorchSharp.torch;
+
+namespace OrleansGpt.Tests.Loop;
+
+[Collection(nameof(GlobalRandomState))]
+public sealed class TrainingTests
+{
+    /// <summary>A model small enough to train for a few steps in a test, with GPT-2's full vocabulary so it can
+    /// read prepared data.</summary>
+    private static readonly GptConfig s_config = new() { VocabSize = Gpt2Tokenizer.VocabSize, BlockSize = 64, Layers = 2, Heads = 2, Embedding = 32, Dropout = 0 };
+
+    [Fact]
+    public void TheChunkedLossAndItsGradientsEqualAPlainCrossEntropyOverAllLogits()
+    {
+        using var model = TestModels.Random(s_config with { VocabSize = 300 });
+        model.train();
+        using var blocks = randint(0, 300, [3, 40]); // 3 rows of 39 predictions
+        var lm = new CausalLanguageModel(model);
+        double chunked = lm.ForwardBackward(blocks, 1.0);
+        var chunkedGrads = Grads(model);
+        ZeroGrads(model);
+
+        using (var scope = NewDisposeScope())
+        {
+            var logits = model.forward(blocks); // (B, T, V)
+            var loss = nn.functional.cross_entropy(logits.narrow(1, 0, 39).reshape(-1, 300), blocks.narrow(1, 1, 39).reshape(-1));
+            Assert.Equal(loss.item<float>(), chunked, 4);
+            loss.backward();
+        }
+        var plainGrads = Grads(model);
+        foreach (var (name, grad) in plainGrads)
+            Assert.True(MaxRelDiff(grad, chunkedGrads[name]) < 1e-4, $"{name}: {MaxRelDiff(grad, chunkedGrads[name])}");
+    }
+
+    [Fact]
+    public void LongBlocksSpanSeveralLossChunksAndStillMatch()
+    {
+        using var model = TestModels.Random(s_config with { VocabSize = 300, BlockSize = 400 });
+        model.train();
+        using var blocks = randint(0, 300, [1, 300]); // 299 predictions: chunks of 128, 128, 43
+        double chunked = new CausalLanguageModel(model).ForwardBackward(blocks, 1.0);
+        using var logits = model.forward(blocks);
+        using var loss = nn.functional.cross_entropy(logits.narrow(1, 0, 299).reshape(-1, 300), blocks.narrow(1, 1, 299).reshape(-1));
+        Assert.Equal(loss.item<float>(), chunked, 4);
+    }
+
+    [Fact]
+    public void AccumulatingMicroBatchesGivesTheGradientOfTheWholeBatch()
+    {
+        using var model = TestModels.Random(s_config with { VocabSize = 300 });
+        model.train();
+        var lm = new CausalLanguageModel(model);
+        using var blocks = randint(0, 300, [8, 24]);
+
+        lm.ForwardBackward(blocks, 1.0); // one step of batch 8
+        var whole = Grads(model);
+        foreach (int k in new[] { 2, 4, 8 })
+        {
+            ZeroGrads(model);
+            for (int micro = 0; micro < k; micro++)
+            {
+                using var part = blocks.narrow(0, micro * (8 / k), 8 / k);
+                lm.ForwardBackward(part, 1.0 / k); // k micro-steps of batch 8 / k
+            }
+            foreach (var (name, grad) in Grads(model))
+                Assert.True(MaxRelDiff(whole[name], grad) < 1e-5, $"k={k}, {name}: {MaxRelDiff(whole[name], grad)}");
+        }
+    }
+
+    [Fact]
+    public void ATrainingRunWithAccumulationEndsWhereTheSameBatchInOneStepDoes()
+    {
+        using var dir = TestModels.TempDir();
+        string data = TestData.Prepared(dir.Path);
+        string init = WriteInitialCheckpoint(dir.Sub("init"));
+        TrainResult Train(int batch, int accum, string name) => new Trainer(Options(data, init, dir.Sub(name)) with { BatchSize = batch, GradientAccumulation = accum, MaxSteps = 3 }, TextWriter.Null).Run();
+
+        Train(4, 1, "one");
+        Train(2, 2, "two");
+        Train(1, 4, "four");
+        using var one = Gpt2Checkpoint.Load(dir.Sub("one"));
+        using var two = Gpt2Checkpoint.Load(dir.Sub("two"));
+        using var four = Gpt2Checkpoint.Load(dir.Sub("four"));
+        // The gradients agree to float rounding (test above); Adam divides by sqrt(v), so where a gradient is
+        // near zero that rounding can move a weight by a few percent of one step (lr 1e-3). Runs that saw
+        // different blocks differ by whole steps, ~1e-3.
+        foreach (var other in new[] { two, four })
+        {
+            var expected = one.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
+            foreach (var (name, p) in other.named_parameters())
+                Assert.True(MaxAbsDiff(expected[name], p) < 1e-4, $"{name}: {MaxAbsDiff(expected[name], p)}");
+        }
+    }
+
+    [Fact]
+    public void AnInterruptedRunResumedEndsExactlyWhereAnUninterruptedOneDoes()
+    {
+        using var dir = TestModels.TempDir();
+        string data = TestData.Prepared(dir.Path);
+        string init = WriteInitialCheckpoint(dir.Sub("init"));
+        // Dropout on, so the random state has to be restored too; two epochs, so the epoch order is recreated.
+        var options = Options(data, init, dir.Sub("straight")) with { Dropout = 0.1, Epochs = 2, EvalEvery = 4 };
+        var straight = new Trainer(options, TextWriter.Null).Run();
+
+        using var cancel = new CancellationTokenSource();
+        var interrupted = new Trainer(options with { OutputDirectory = dir.Sub("resumed") }, TextWriter.Null) { AfterStep = s => { if (s == 5) cancel.Cancel(); } }.Run(cancel.Token);
+        Assert.True(interrupted.Interrupted);
+        Assert.Equal(5, interrupted.Steps);
+        var resumed = new Trainer(options with { OutputDirectory = dir.Sub("resumed"), Resume = true }, TextWriter.Null).Run();
+
+        Assert.False(resumed.Interrupted);
+        Assert.Equal(straight.Steps, resumed.Steps);
+        Assert.True(straight.Steps > 5);
+        Assert.Equal(straight.TokensSeen, resumed.TokensSeen);
+        using var a = Gpt2Checkpoint.Load(dir.Sub("straight"));
+        using var b = Gpt2Checkpoint.Load(dir.Sub("resumed"));
+        var expected = a.named_parameters().ToDictionary(p => p.name, p => TestModels.Values(p.parameter));
+        foreach (var (name, p) in b.named_parameters())
+            Assert.Equal(expected[name], TestModels.Values(p)); // bit for bit
+        Assert.Equal(straight.EvalLoss, resumed.EvalLoss);
+
+        // The metrics log holds each step once, as the uninterrupted run's does.
+        var steps = Trainer.ReadMetrics(dir.Sub("resumed")).Where(m => m.TrainLoss is not null).Select(m => m.Step).ToList();
+        Assert.Equal(steps.Distinct().Count(), steps.Count);
+        Assert.Equal(Trainer.ReadMetrics(dir.Sub("straight")).Where(m => m.TrainLoss is not null).Select(m => m.Step), steps);
+        Assert.True(File.Exists(Path.Combine(dir.Sub("resumed"), Trainer.PlotFile)));
+        Assert.Equal("fine-tuned", Gpt2Checkpoint.ReadProvenance(dir.Sub("resumed")).Kind);
+    }
+
+    [Fact]
+    public void Bf16TrainingKeepsFp32MastersLearnsAndResumesExactly()
+    {
+        using var dir = TestModels.TempDir();
+        string data = TestData.Prepared(dir.Path, papers: 40, words: 30);
+        string init = WriteInitialCheckpoint(dir.Sub("init"));
+        var options = Options(data, init, dir.Sub("straight")) with { Precision = Precision.Bf16, MaxSteps = 8, LearningRate = 3e-3, Schedule = LearningRateShape.Constant };
+        var straight = new Trainer(options, TextWriter.Null).Run();
+
+        using var cancel = new CancellationTokenSource();
+        new Trainer(options with { OutputDirectory = dir.Sub("resumed") }, TextWriter.Null) { AfterStep = s => { if (s == 3) cancel.Cancel(); } }.Run(cancel.Token);
+        new Trainer(options with { OutputDirectory = dir.Sub("resumed"), Resume = true }, TextWriter.Null).Run();
+
+        // The checkpoint holds the fp32 masters, not bf16-rounded weights.
+        using (var reader = new SafeTensorsReader(Path.Combine(dir.Sub("straight"), "checkpoint", Gpt2Checkpoint.WeightsFile)))
+            Assert.All(reader.Entries.Values, e => Assert.Equal("F32", e.Dtype));
+        using var a = Gpt2Checkpoint.Load(dir.Sub("straight"));
+        using var b = Gpt2Checkpoint.Load(dir.Sub("resumed"));
+        var expected = a.named_parameters().ToDictionary(p => p.name, p => TestModels.Values(p.parameter));
+        foreach (var (name, p) in b.named_parameters())
+            Assert.Equal(expected[name], TestModels.Values(p));
+        Assert.True(straight.EvalLoss < Evaluate(init, data) - 1, $"bf16 training did not learn: eval loss {straight.EvalLoss}");
+    }
+
+    [Fact]
+    public void ARunRefusesToOverwriteACheckpointAndToResumeWithOtherSettings()
+    {
+        using var dir = TestModels.TempDir();
+        string data = TestData.Prepared(dir.Path);
+        string init = WriteInitialCheckpoint(dir.Sub("init"));
+        var options = Options(data, init, dir.Sub("run")) with { MaxSteps = 2 };
+        new Trainer(options, TextWriter.Null).Run();
+        Assert.Contains("--resume", Assert.Throws<IOException>(() => new Trainer(options, TextWriter.Null).Run()).Message);
+        Assert.Contains("settings of the run it continues", Assert.Throws<ArgumentException>(() => new Trainer(options with { Resume = true, LearningRate = 1 }, TextWriter.Null).Run()).Message);
+        Assert.Throws<FileNotFoundException>(() => new Trainer(options with { OutputDirectory = dir.Sub("none"), Resume = true }, TextWriter.Null).Run());
+    }
+
+    [Fact]
+    public void TrainingLowersTheLoss()
+    {
+        using var dir = TestModels.TempDir();
+        string data = TestData.Prepared(dir.Path, papers: 40, words: 30);
+        string init = WriteInitialCheckpoint(dir.Sub("init"));
+        var untrained = Evaluate(dir.Sub("init"), data);
+        new Trainer(Options(data, init, dir.Sub("run")) with { MaxSteps = 30, LearningRate = 3e-3, Schedule = LearningRateShape.Constant }, TextWriter.Null).Run();
+        var trained = Evaluate(dir.Sub("run"), data);
+        Assert.True(trained < untrained - 2, $"eval loss {untrained:F3} -> {trained:F3}");
+    }
+
+    [Fact]
+    public void PerCategoryEvaluationDoesNotDependOnHowExamplesAreBatched()
+    {
+        using var dir = TestModels.TempDir();
+        string data = TestData.Prepared(dir.Path);
+        using var model = TestModels.Random(s_config);
+        using var split = TokenSplit.Open(data, "train");
+        var lm = new CausalLanguageModel(model);
+        var one = Evaluator.PerCategory(lm, split, 64, batchSize: 1);
+        var many = Evaluator.PerCategory(lm, split, 64, batchSize: 7);
+        Assert.Equal(["cs.AI", "cs.LG", "cs.CL", "cs.CV", "overall"], one.Select(r => r.Name));
+        for (int i = 0; i < one.Count; i++)
+        {
+            Assert.Equal(one[i].Tokens, many[i].Tokens);
+            Assert.Equal(one[i].Loss, many[i].Loss, 4);
+        }
+        double weighted = one.Take(4).Sum(r => r.Loss * r.Tokens) / one.Take(4).Sum(r => r.Tokens);
+        Assert.Equal(weighted, one[4].Loss, 9);
+        Assert.Equal(split.Examples.Count, one[4].Examples);
+    }
+
+    [Fact]
+    public void AdamWTakesTorchsStepAndSkipsDecayOnBiasesAndLayerNorms()
+    {
+        using var w = new Parameter(tensor(new[] { 1f }));
+        using var b = new Parameter(tensor(new[] { 1f }));
+        w.grad = tensor(new[] { 0.5f });
+        b.grad = tensor(new[] { 0.5f });
+        using var optimizer = new AdamW([("h.0.mlp.c_fc.weight", w), ("h.0.mlp.c_fc.bias", b)], weightDecay: 0.01);
+        optimizer.Step(0.1);
+        // torch.optim.AdamW, step 1: p *= 1 - lr * wd; m = 0.05, v = 0.00025; p -= lr / (1 - 0.9) * m / (sqrt(v / (1 - 0.999)) + eps)
+        Assert.Equal(0.999 - 0.1, w.item<float>(), 5);
+        Assert.Equal(1.0 - 0.1, b.item<float>(), 5);
+        Assert.False(AdamW.UsesWeightDecay("ln_f.weight"));
+        Assert.False(AdamW.UsesWeightDecay("h.3.ln_2.weight"));
+        Assert.True(AdamW.UsesWeightDecay("wte.weight"));
+    }
+
+    [Fact]
+    public void LearningRateSchedulesWarmUpThenDecayToZero()
+    {
+        var linear = new LearningRateSchedule(1.0, LearningRateShape.Linear, WarmupSteps: 10, TotalSteps: 110);
+        Assert.Equal(0.1, linear.At(0), 9);
+        Assert.Equal(1.0, linear.At(9), 9);
+        Assert.Equal(0.5, linear.At(60), 9);
+        Assert.Equal(0.0, linear.At(110), 9);
+        var cosine = linear with { Shape = LearningRateShape.Cosine };
+        Assert.Equal(0.5, cosine.At(60), 9);
+        Assert.True(cosine.At(30) > linear.At(30));
+        Assert.Equal(1.0, (linear with { Shape = LearningRateShape.Constant }).At(100), 9);
+    }
+
+    [Fact]
+    public void TheDataOrderIsAPermutationFixedBySeedAndEpoch()
+    {
+        using var dir = TestModels.TempDir();
+        using var split = TokenSplit.Open(TestData.Prepared(dir.Path), "train");
+        var data = new BlockDataset(split, 16);
+        var order = data.EpochOrder(seed: 3, epoch: 0);
+        Assert.Equal(Enumerable.Range(0, data.BlockCount), order.Order());
+        Assert.Equal(order, data.EpochOrder(3, 0));
+        Assert.NotEqual(order, data.EpochOrder(3, 1));
+        Assert.NotEqual(order, data.EpochOrder(4, 0));
+        using var batch = data.Batch([0, 1]);
+        Assert.Equal(split.Slice(0, 32).ToArray().Select(t => (long)t), batch.reshape(-1).data<long>().ToArray());
+    }
+
+    private static TrainOptions Options(string data, string init, string output) => new()
+    {
+        DataDirectory = data, OutputDirectory = output, Init = init, BlockSize = 32, BatchSize = 2, GradientAccumulation = 1,
+        LearningRate = 1e-3, Epochs = 1, MaxSteps = null, WarmupSteps = 2, Schedule = LearningRateShape.Linear, EvalBlocks = 4, Seed = 7, LogEvery = 1,
+    };
+
+    private static string WriteInitialCheckpoint(string path)
+    {
+        using var model = TestModels.Random(s_config, seed: 11);
+        Gpt2Checkpoint.Save(model, path, new ModelProvenance("untrained", "test start"));
+        return path;
+    }
+
+    private static double Evaluate(string checkpoint, string data)
+    {
+        using var model = Gpt2Checkpoint.Load(checkpoint);
+        using var split = TokenSplit.Open(data, "eval");
+        return Evaluator.PerCategory(new CausalLanguageModel(model), split, 64, 8)[^1].Loss;
+    }
+
+    private static Dictionary<string, Tensor> Grads(Gpt model) =>
+        model.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad!.detach().clone());
+
+    private static void ZeroGrads(Gpt model)
+    {
+        foreach (var (_, p) in model.named_parameters()) p.grad?.zero_();
+    }
+
+    private static double MaxRelDiff(Tensor a, Tensor b)
+    {
+        using var diff = (a - b).abs().max();
+        using var scale = a.abs().max();
+        return diff.item<float>() / Math.Max(scale.item<float>(), 1e-12);
+    }
+
+    private static double MaxAbsDiff(Tensor a, Tensor b)
+    {
+        using var diff = (a - b).abs().max();
+        return diff.item<float>();
+    }
+}
