@@ -49,6 +49,35 @@ public sealed class PipelineCliTests
     }
 
     [Fact]
+    public async Task CtrlCSavesACheckpointThatResumeFinishes()
+    {
+        using var dir = TestModels.TempDir();
+        string data = TestData.Prepared(dir.Path);
+        string[] train = ["train", "--data", data, "--out", dir.Sub("run"), "--model", "tiny", "--block-size", "32", "--batch-size", "2", "--max-steps", "60", "--lr", "1e-3", "--eval-blocks", "1", "--log-every", "1"];
+
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "OrleansGpt.Training.dll"));
+        foreach (var a in train) start.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        string? line;
+        while ((line = process.StandardOutput.ReadLine()) is not null && !line.StartsWith("step 2/", StringComparison.Ordinal)) { }
+        Assert.NotNull(line);
+        using (var kill = System.Diagnostics.Process.Start("kill", ["-INT", process.Id.ToString()]))
+            kill.WaitForExit();
+        string rest = process.StandardOutput.ReadToEnd();
+        Assert.True(process.WaitForExit(60_000), "the run did not stop after Ctrl-C");
+        Assert.Equal(130, process.ExitCode);
+        Assert.Contains("Ctrl-C", await stderr);
+        Assert.Contains("Continue with the same command plus --resume", rest);
+
+        var resumed = Run([.. train, "--resume"]);
+        Assert.True(resumed.ExitCode == 0, resumed.Stderr + resumed.Stdout);
+        Assert.Contains("resuming at step", resumed.Stdout);
+        Assert.Contains("step 60/60", resumed.Stdout);
+    }
+
+    [Fact]
     public void MalformedInputFailsWithFileLineAndReason()
     {
         using var dir = TestModels.TempDir();
