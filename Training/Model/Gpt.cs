@@ -140,20 +140,61 @@ public sealed class Conv1D : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>
-/// Keys and values of every layer for a batch of sequences that advance together, so each decode step only
-/// computes the new position. Buffers are allocated once at full capacity and never reallocated; attention
-/// reads a narrowed view of the filled part.
+/// Keys and values of earlier positions, which attention reads and appends to: what lets each decoding step
+/// compute only the new positions.
 /// </summary>
-public sealed class KvCache : IDisposable
+public interface IKvCache
+{
+    /// <summary>Element type of the cached keys and values, which is also the type attention runs in.</summary>
+    ScalarType Dtype { get; }
+
+    /// <summary>Sequences in the batch.</summary>
+    long Batch { get; }
+
+    /// <summary>The longest sequence once <paramref name="t"/> more positions are added (checked against the block size).</summary>
+    int LengthAfter(long t);
+
+    /// <summary>Positions of the next <paramref name="t"/> tokens, (B, t) or (1, t) when every row shares them.</summary>
+    Tensor Positions(long t, Device device);
+
+    /// <summary>
+    /// Stores one layer's new keys and values and returns what the new queries attend to: keys and values
+    /// (B, nh, L, hs), and either a boolean mask broadcastable to (B, nh, T, L) or the causal flag.
+    /// </summary>
+    (Tensor Keys, Tensor Values, Tensor? Mask, bool IsCausal) Append(int layer, Tensor k, Tensor v);
+
+    /// <summary>Called once every layer has appended the step's <paramref name="t"/> positions.</summary>
+    void Advance(int t);
+}
+
+/// <summary>The causal mask for new queries after cached positions.</summary>
+internal static class CausalMask
+{
+    /// <summary>
+    /// With nothing cached, SDPA's is_causal does it. One new token may see every cached position, so it needs no
+    /// mask (and is_causal would wrongly align the mask to the top-left). Several new tokens after cached ones need
+    /// an explicit mask: query i sees keys 0 .. past + i.
+    /// </summary>
+    public static (Tensor? Mask, bool IsCausal) For(int past, long t, Device device) =>
+        past > 0 && t > 1 ? (ones(t, past + t, ScalarType.Bool, device).tril(past), false) // (t, past + t)
+        : (null, past == 0 && t > 1);
+}
+
+/// <summary>
+/// Keys and values of every layer for a batch of sequences that advance together (one prompt length), so each
+/// decode step only computes the new position. Buffers are allocated once at full capacity and never
+/// reallocated; attention reads a narrowed view of the filled part.
+/// </summary>
+public sealed class KvCache : IKvCache, IDisposable
 {
     private readonly Tensor[] _keys;   // per layer (B, nh, capacity, hs)
     private readonly Tensor[] _values; // per layer (B, nh, capacity, hs)
 
     public KvCache(GptConfig config, long batch, int capacity, ScalarType dtype, Device device)
     {
-        Dtype = dtype;
         if (capacity > config.BlockSize)
             throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"a cache of {capacity} positions is longer than the block size {config.BlockSize}");
+        Dtype = dtype;
         Capacity = capacity;
         Batch = batch;
         _keys = new Tensor[config.Layers];
@@ -168,28 +209,29 @@ public sealed class KvCache : IDisposable
     /// <summary>Positions each buffer can hold.</summary>
     public int Capacity { get; }
 
-    /// <summary>Element type of the cached keys and values, which is also the type attention runs in.</summary>
     public ScalarType Dtype { get; }
 
-    /// <summary>Sequences in the batch.</summary>
     public long Batch { get; }
 
     /// <summary>Positions filled so far (the next token's position).</summary>
     public int Length { get; private set; }
 
-    /// <summary>Writes one layer's new keys and values at [Length, Length + T) and returns views of all filled positions.</summary>
-    internal (Tensor Keys, Tensor Values) Append(int layer, Tensor k, Tensor v)
+    public int LengthAfter(long t) => Length + (int)t;
+
+    public Tensor Positions(long t, Device device) => arange(Length, Length + t, dtype: ScalarType.Int64, device: device).unsqueeze(0); // (1, t)
+
+    public (Tensor Keys, Tensor Values, Tensor? Mask, bool IsCausal) Append(int layer, Tensor k, Tensor v)
     {
         long t = k.shape[2];
         if (Length + t > Capacity)
             throw new InvalidOperationException($"Cannot append {t} positions to a KV cache holding {Length} of {Capacity}");
         _keys[layer].narrow(2, Length, t).copy_(k);
         _values[layer].narrow(2, Length, t).copy_(v);
-        return (_keys[layer].narrow(2, 0, Length + t), _values[layer].narrow(2, 0, Length + t));
+        var (mask, causal) = CausalMask.For(Length, t, k.device);
+        return (_keys[layer].narrow(2, 0, Length + t), _values[layer].narrow(2, 0, Length + t), mask, causal);
     }
 
-    /// <summary>Called by the model once every layer has appended a step of <paramref name="t"/> positions.</summary>
-    internal void Advance(int t) => Length += t;
+    public void Advance(int t) => Length += t;
 
     /// <summary>Forgets all positions (the buffers are reused).</summary>
     public void Reset() => Length = 0;
@@ -225,7 +267,7 @@ public sealed class CausalSelfAttention : nn.Module
     internal Conv1D QkvProjection => c_attn;
     internal Conv1D OutputProjection => c_proj;
 
-    public Tensor forward(Tensor x, KvCache? cache)
+    public Tensor forward(Tensor x, IKvCache? cache)
     {
         long B = x.shape[0], T = x.shape[1], C = x.shape[2];
         long nh = _config.Heads, hs = _config.HeadSize;
@@ -235,7 +277,6 @@ public sealed class CausalSelfAttention : nn.Module
         var k = qkv[1].view(B, T, nh, hs).transpose(1, 2); // (B, nh, T, hs)
         var v = qkv[2].view(B, T, nh, hs).transpose(1, 2); // (B, nh, T, hs)
 
-        int past = cache?.Length ?? 0;
         var attentionDtype = cache?.Dtype ?? Gpt.AttentionDtypeFor(x.dtype, x.device);
         if (q.dtype != attentionDtype)
         {
@@ -246,16 +287,10 @@ public sealed class CausalSelfAttention : nn.Module
                 v = v.to(attentionDtype);
             }
         }
-        if (cache is not null)
-            (k, v) = cache.Append(_layer, k, v); // (B, nh, past + T, hs), converted to the cache's dtype
-
-        // Causal masking: with nothing cached, is_causal does it. One new token may see every cached
-        // position, so it needs no mask (and is_causal would wrongly align the mask to the top-left).
-        // Several new tokens after cached ones need an explicit mask: query i sees keys 0 .. past + i.
         Tensor? mask = null;
-        bool isCausal = past == 0 && T > 1;
-        if (past > 0 && T > 1)
-            mask = ones(T, past + T, ScalarType.Bool, x.device).tril(past); // (T, past + T)
+        bool isCausal = T > 1;
+        if (cache is not null)
+            (k, v, mask, isCausal) = cache.Append(_layer, k, v); // (B, nh, L, hs), converted to the cache's dtype
 
         double dropout = training ? _config.Dropout : 0.0;
         var y = nn.functional.scaled_dot_product_attention(q, k, v, mask, dropout, is_casual: isCausal); // (B, nh, T, hs)
@@ -313,7 +348,7 @@ public sealed class Block : nn.Module
     internal CausalSelfAttention Attention => attn;
     internal Mlp Mlp => mlp;
 
-    public Tensor forward(Tensor x, KvCache? cache)
+    public Tensor forward(Tensor x, IKvCache? cache)
     {
         x = x + attn.forward(ln_1.forward(x), cache);
         return x + mlp.forward(ln_2.forward(x));
@@ -394,17 +429,17 @@ public sealed class Gpt : nn.Module
     /// <param name="idx">Token ids (B, T).</param>
     /// <param name="cache">Keys and values of earlier positions, or null for a full forward.</param>
     /// <returns>Hidden states (B, T, C).</returns>
-    public Tensor Hidden(Tensor idx, KvCache? cache = null)
+    public Tensor Hidden(Tensor idx, IKvCache? cache = null)
     {
         long B = idx.shape[0], T = idx.shape[1];
-        int past = cache?.Length ?? 0;
-        if (past + T > Config.BlockSize)
-            throw new ArgumentOutOfRangeException(nameof(idx), $"Cannot forward sequence of length {past + T}, block size is only {Config.BlockSize}");
+        int longest = cache?.LengthAfter(T) ?? (int)T;
+        if (longest > Config.BlockSize)
+            throw new ArgumentOutOfRangeException(nameof(idx), $"Cannot forward sequence of length {longest}, block size is only {Config.BlockSize}");
         if (cache is not null && cache.Batch != B)
             throw new ArgumentException($"The KV cache holds {cache.Batch} sequences but the batch has {B}", nameof(cache));
 
         using var scope = NewDisposeScope();
-        var pos = arange(past, past + T, dtype: ScalarType.Int64, device: idx.device); // (T)
+        var pos = cache?.Positions(T, idx.device) ?? arange(0, T, dtype: ScalarType.Int64, device: idx.device); // (T), (1, T) or (B, T)
         var x = drop.forward(wte.forward(idx) + wpe.forward(pos)); // (B, T, C)
         foreach (var block in h)
             x = block.forward(x, cache);
@@ -462,7 +497,7 @@ public sealed class Gpt : nn.Module
     /// <summary>Full forward: logits at every position.</summary>
     /// <param name="idx">Token ids (B, T).</param>
     /// <returns>Logits (B, T, V).</returns>
-    public Tensor forward(Tensor idx, KvCache? cache = null)
+    public Tensor forward(Tensor idx, IKvCache? cache = null)
     {
         using var hidden = Hidden(idx, cache);
         return Logits(hidden);
@@ -472,7 +507,7 @@ public sealed class Gpt : nn.Module
     /// the other T - 1 positions during prefill.</summary>
     /// <param name="idx">Token ids (B, T).</param>
     /// <returns>Logits (B, V) as float32.</returns>
-    public Tensor NextTokenLogits(Tensor idx, KvCache? cache = null)
+    public Tensor NextTokenLogits(Tensor idx, IKvCache? cache = null)
     {
         using var scope = NewDisposeScope();
         var hidden = Hidden(idx, cache); // (B, T, C)

@@ -1,0 +1,290 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Threading.Channels;
+using OrleansGpt.Training.Model;
+using OrleansGpt.Training.Text;
+using static TorchSharp.torch;
+
+namespace OrleansGpt.Training.Generation;
+
+/// <summary>Limits of a <see cref="ContinuousBatcher"/>.</summary>
+public sealed record BatcherOptions
+{
+    /// <summary>Requests decoding at once (KV-cache slots).</summary>
+    public int Slots { get; init; } = 8;
+
+    /// <summary>Requests waiting for a slot; one more is refused as busy rather than held in memory.</summary>
+    public int MaxQueue { get; init; } = 64;
+
+    /// <summary>Longest prompt accepted, in tokens.</summary>
+    public int MaxPromptTokens { get; init; } = 256;
+
+    /// <summary>Largest max_tokens accepted.</summary>
+    public int MaxNewTokens { get; init; } = 512;
+
+    /// <summary>Prompt tokens prefilled per engine step, so a long prompt delays running streams by one chunk's
+    /// forward at a time instead of its whole prefill.</summary>
+    public int PrefillChunk { get; init; } = 64;
+
+    /// <summary>Suggested wait for a refused request.</summary>
+    public TimeSpan RetryAfter { get; init; } = TimeSpan.FromSeconds(1);
+}
+
+/// <summary>One generated token of a request, in order; the last one carries why the request ended.</summary>
+/// <param name="Token">The token id (&lt;|endoftext|&gt; included when the request stops on it).</param>
+/// <param name="Step">The engine's decode-step count when the token was produced: tokens of different
+/// requests with the same step came out of the same batch.</param>
+public readonly record struct StreamedToken(int Token, FinishReason? Finish, long Step);
+
+/// <summary>The engine is at its queue limit; try again after <see cref="RetryAfter"/>.</summary>
+public sealed class ServerBusyException(int queued, TimeSpan retryAfter)
+    : Exception($"The model is busy: {queued} requests are already waiting. Retry after {retryAfter.TotalSeconds:F0} s.")
+{
+    public TimeSpan RetryAfter { get; } = retryAfter;
+}
+
+/// <summary>
+/// Continuous batching (Yu et al. 2022, "Orca"; as vLLM and TGI): requests join and leave the running batch
+/// between decode steps, each with its own KV-cache slot, sampling settings and seed. One dedicated thread owns
+/// the model and runs the loop (admit, one prefill chunk, one decode step for every running request), so no
+/// caller's thread, and no Orleans turn, ever runs a forward pass. Cancelling a request, or abandoning its
+/// stream, frees its slot at the next step.
+/// </summary>
+public sealed class ContinuousBatcher : IDisposable
+{
+    private readonly Gpt _model;
+    private readonly BatcherOptions _options;
+    private readonly SlotKvCache _cache;
+    private readonly ConcurrentQueue<Request> _incoming = new();
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly Request?[] _slots;
+    private readonly Thread _loop;
+    private readonly CancellationTokenSource _stopping = new();
+    private int _queued;
+    private long _admitted;
+
+    public ContinuousBatcher(Gpt model, BatcherOptions options)
+    {
+        _model = model;
+        _options = options;
+        if (options.MaxPromptTokens >= model.Config.BlockSize)
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxPromptTokens, $"MaxPromptTokens must leave room in the block size {model.Config.BlockSize}");
+        _cache = new SlotKvCache(model, options.Slots, model.Config.BlockSize);
+        _slots = new Request?[options.Slots];
+        model.eval();
+        _loop = new Thread(Loop) { IsBackground = true, Name = "ContinuousBatcher" };
+        _loop.Start();
+    }
+
+    /// <summary>Requests waiting for a slot.</summary>
+    public int Queued => Volatile.Read(ref _queued);
+
+    /// <summary>Requests holding a slot (prefilling or decoding).</summary>
+    public int Running => _slots.Count(s => s is not null);
+
+    /// <summary>Decode steps run so far.</summary>
+    public long Steps { get; private set; }
+
+    /// <summary>
+    /// Queues a request and streams its tokens as they are generated. Throws <see cref="ServerBusyException"/>
+    /// when the queue is full, and <see cref="ArgumentException"/> for a prompt or settings out of bounds.
+    /// </summary>
+    public IAsyncEnumerable<StreamedToken> GenerateAsync(int[] prompt, SamplingSettings settings, CancellationToken cancellationToken = default)
+    {
+        settings.Validate();
+        if (prompt.Length == 0)
+            throw new ArgumentException("The prompt is empty", nameof(prompt));
+        if (prompt.Length > _options.MaxPromptTokens)
+            throw new ArgumentException($"The prompt has {prompt.Length} tokens; the limit is {_options.MaxPromptTokens}", nameof(prompt));
+        if (settings.MaxNewTokens > _options.MaxNewTokens)
+            throw new ArgumentOutOfRangeException(nameof(settings), settings.MaxNewTokens, $"max_tokens is limited to {_options.MaxNewTokens}");
+        foreach (int id in prompt)
+            if ((uint)id >= (uint)_model.Config.VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(prompt), id, $"token id outside the model's vocabulary of {_model.Config.VocabSize}");
+        ObjectDisposedException.ThrowIf(_stopping.IsCancellationRequested, this);
+
+        if (Interlocked.Increment(ref _queued) > _options.MaxQueue)
+        {
+            Interlocked.Decrement(ref _queued);
+            throw new ServerBusyException(_options.MaxQueue, _options.RetryAfter);
+        }
+        var request = new Request(prompt, new TokenSampler(settings, prompt));
+        _incoming.Enqueue(request);
+        _wake.Release();
+        return Read(request, cancellationToken);
+    }
+
+    private async IAsyncEnumerable<StreamedToken> Read(Request request, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        try
+        {
+            await foreach (var token in request.Tokens.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                cancellationToken.ThrowIfCancellationRequested(); // tokens already buffered are not delivered after a cancel
+                yield return token;
+            }
+        }
+        finally
+        {
+            // Finished, cancelled or abandoned by the consumer: either way the slot is no longer wanted.
+            request.Abandoned = true;
+            _wake.Release();
+        }
+    }
+
+    private void Loop()
+    {
+        using var noGrad = no_grad(); // grad mode is per thread
+        while (!_stopping.IsCancellationRequested)
+        {
+            try
+            {
+                bool worked = Admit();
+                worked |= PrefillOneChunk();
+                worked |= DecodeStep();
+                if (!worked)
+                    _wake.Wait(_stopping.Token);
+            }
+            catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception e)
+            {
+                // A failed forward fails the requests it served; the engine keeps serving new ones.
+                for (int s = 0; s < _slots.Length; s++)
+                    if (_slots[s] is { } r)
+                        Finish(s, r, e);
+            }
+        }
+        for (int s = 0; s < _slots.Length; s++)
+            if (_slots[s] is { } r)
+                Finish(s, r, new ObjectDisposedException(nameof(ContinuousBatcher)));
+        while (_incoming.TryDequeue(out var waiting))
+            waiting.Tokens.Writer.TryComplete(new ObjectDisposedException(nameof(ContinuousBatcher)));
+    }
+
+    /// <summary>Frees abandoned slots and moves waiting requests into free slots, lowest first.</summary>
+    private bool Admit()
+    {
+        bool changed = false;
+        for (int s = 0; s < _slots.Length; s++)
+            if (_slots[s] is { Abandoned: true } r)
+            {
+                Finish(s, r, error: null);
+                changed = true;
+            }
+        for (int s = 0; s < _slots.Length && !_incoming.IsEmpty; s++)
+        {
+            if (_slots[s] is not null) continue;
+            while (_incoming.TryDequeue(out var next))
+            {
+                Interlocked.Decrement(ref _queued);
+                if (next.Abandoned)
+                {
+                    next.Tokens.Writer.TryComplete();
+                    continue;
+                }
+                next.Order = _admitted++;
+                _slots[s] = next;
+                changed = true;
+                break;
+            }
+        }
+        return changed;
+    }
+
+    /// <summary>Prefills the next chunk of the longest-waiting request that is still prefilling.</summary>
+    private bool PrefillOneChunk()
+    {
+        int slot = -1;
+        for (int s = 0; s < _slots.Length; s++)
+            if (_slots[s] is { Decoding: false } r && (slot < 0 || r.Order < _slots[slot]!.Order))
+                slot = s;
+        if (slot < 0)
+            return false;
+        var request = _slots[slot]!;
+        int count = Math.Min(_options.PrefillChunk, request.Prompt.Length - request.Prefilled);
+        using var scope = NewDisposeScope();
+        var chunk = tensor(request.Prompt.AsSpan(request.Prefilled, count).ToArray().Select(i => (long)i).ToArray(), [1L, count]); // (1, t)
+        var logits = _model.NextTokenLogits(chunk, _cache.Prefill(slot)); // (1, V)
+        request.Prefilled += count;
+        if (request.Prefilled == request.Prompt.Length)
+        {
+            request.Decoding = true;
+            Emit(slot, request, request.Sampler.Next(MemoryMarshal.Cast<byte, float>(logits.contiguous().bytes)));
+        }
+        return true;
+    }
+
+    /// <summary>One decode step for every request past its prefill.</summary>
+    private bool DecodeStep()
+    {
+        int rows = 0;
+        for (int s = 0; s < _slots.Length; s++)
+            if (_slots[s] is { Decoding: true }) rows = s + 1;
+        if (rows == 0)
+            return false;
+
+        var decoding = new bool[rows];
+        var input = new long[rows];
+        for (int s = 0; s < rows; s++)
+            if (_slots[s] is { Decoding: true } r)
+            {
+                decoding[s] = true;
+                input[s] = r.Last;
+            }
+        using var scope = NewDisposeScope();
+        var logits = _model.NextTokenLogits(tensor(input, [rows, 1L]), _cache.Decode(rows, decoding)).contiguous(); // (R, V)
+        var all = MemoryMarshal.Cast<byte, float>(logits.bytes);
+        int vocab = (int)logits.shape[1];
+        Steps++;
+        for (int s = 0; s < rows; s++)
+            if (decoding[s] && _slots[s] is { } r)
+                Emit(s, r, r.Sampler.Next(all.Slice(s * vocab, vocab)));
+        return true;
+    }
+
+    private void Emit(int slot, Request request, int token)
+    {
+        request.Last = token;
+        request.Generated++;
+        FinishReason? finish = token == Gpt2Tokenizer.EndOfText ? FinishReason.Stop
+            : request.Generated >= request.Sampler.Settings.MaxNewTokens || _cache.Length(slot) >= _cache.Capacity ? FinishReason.Length
+            : null;
+        request.Tokens.Writer.TryWrite(new StreamedToken(token, finish, Steps));
+        if (finish is not null)
+            Finish(slot, request, error: null);
+    }
+
+    private void Finish(int slot, Request request, Exception? error)
+    {
+        request.Tokens.Writer.TryComplete(error);
+        _slots[slot] = null;
+        _cache.Release(slot);
+    }
+
+    public void Dispose()
+    {
+        if (_stopping.IsCancellationRequested) return;
+        _stopping.Cancel();
+        _loop.Join();
+        _cache.Dispose();
+        _stopping.Dispose();
+        _wake.Dispose();
+    }
+
+    private sealed class Request(int[] prompt, TokenSampler sampler)
+    {
+        public int[] Prompt { get; } = prompt;
+        public TokenSampler Sampler { get; } = sampler;
+        public Channel<StreamedToken> Tokens { get; } = Channel.CreateUnbounded<StreamedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        public volatile bool Abandoned;
+        public long Order;
+        public int Prefilled;
+        public bool Decoding;
+        public int Last;
+        public int Generated;
+    }
+}

@@ -1,0 +1,158 @@
+using OrleansGpt.Training.Model;
+using static TorchSharp.torch;
+
+namespace OrleansGpt.Training.Generation;
+
+/// <summary>
+/// KV-cache slots for continuous batching: each running request owns one slot (row) and its own length, so
+/// requests join and leave between steps without waiting for each other.
+/// </summary>
+/// <remarks>
+/// A decode step runs over rows [0, R), R being one past the highest busy slot; rows that are idle or still
+/// prefilling ride along, writing their keys to a scratch position past the capacity and attending to
+/// position 0 only, so they cost a little compute but never copy or corrupt another request's cache. Slots
+/// are handed out lowest first, which keeps R close to the number of running requests.
+/// </remarks>
+public sealed class SlotKvCache : IDisposable
+{
+    private readonly Tensor[] _keys;   // per layer (S, nh, capacity + 1, hs); position `capacity` is scratch
+    private readonly Tensor[] _values; // per layer (S, nh, capacity + 1, hs)
+    private readonly int[] _lengths;
+    private readonly GptConfig _config;
+
+    public SlotKvCache(Gpt model, int slots, int capacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(slots, 1);
+        if (capacity < 1 || capacity > model.Config.BlockSize)
+            throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"must be in [1, {model.Config.BlockSize}]");
+        _config = model.Config;
+        Slots = slots;
+        Capacity = capacity;
+        Dtype = model.AttentionDtype;
+        _lengths = new int[slots];
+        _keys = new Tensor[_config.Layers];
+        _values = new Tensor[_config.Layers];
+        for (int i = 0; i < _config.Layers; i++)
+        {
+            _keys[i] = zeros([slots, _config.Heads, capacity + 1, _config.HeadSize], Dtype, model.Device).DetachFromDisposeScope();
+            _values[i] = zeros([slots, _config.Heads, capacity + 1, _config.HeadSize], Dtype, model.Device).DetachFromDisposeScope();
+        }
+    }
+
+    /// <summary>How many requests can run at once.</summary>
+    public int Slots { get; }
+
+    /// <summary>Positions (prompt plus generated tokens) one slot can hold.</summary>
+    public int Capacity { get; }
+
+    /// <summary>Element type of keys and values (attention's type).</summary>
+    public ScalarType Dtype { get; }
+
+    /// <summary>Positions filled in <paramref name="slot"/>.</summary>
+    public int Length(int slot) => _lengths[slot];
+
+    /// <summary>Empties a slot for the next request (its buffers are simply overwritten).</summary>
+    public void Release(int slot) => _lengths[slot] = 0;
+
+    /// <summary>A cache view that appends a chunk of one slot's prompt.</summary>
+    public IKvCache Prefill(int slot) => new PrefillView(this, slot);
+
+    /// <summary>A cache view for one decode step over rows [0, rows); only rows marked decoding advance.</summary>
+    public IKvCache Decode(int rows, bool[] decoding) => new DecodeView(this, rows, decoding);
+
+    public void Dispose()
+    {
+        foreach (var t in _keys) t.Dispose();
+        foreach (var t in _values) t.Dispose();
+    }
+
+    private sealed class PrefillView(SlotKvCache owner, int slot) : IKvCache
+    {
+        public ScalarType Dtype => owner.Dtype;
+        public long Batch => 1;
+        public int LengthAfter(long t) => owner._lengths[slot] + (int)t;
+
+        public Tensor Positions(long t, Device device) =>
+            arange(owner._lengths[slot], owner._lengths[slot] + t, dtype: ScalarType.Int64, device: device).unsqueeze(0); // (1, t)
+
+        public (Tensor Keys, Tensor Values, Tensor? Mask, bool IsCausal) Append(int layer, Tensor k, Tensor v)
+        {
+            int past = owner._lengths[slot];
+            long t = k.shape[2];
+            if (past + t > owner.Capacity)
+                throw new InvalidOperationException($"Slot {slot} holds {past} of {owner.Capacity} positions; {t} more do not fit");
+            var keys = owner._keys[layer].narrow(0, slot, 1);     // (1, nh, capacity + 1, hs)
+            var values = owner._values[layer].narrow(0, slot, 1);
+            keys.narrow(2, past, t).copy_(k);
+            values.narrow(2, past, t).copy_(v);
+            var (mask, causal) = CausalMask.For(past, t, k.device);
+            return (keys.narrow(2, 0, past + t), values.narrow(2, 0, past + t), mask, causal);
+        }
+
+        public void Advance(int t) => owner._lengths[slot] += t;
+    }
+
+    private sealed class DecodeView : IKvCache
+    {
+        private readonly SlotKvCache _owner;
+        private readonly int _rows;
+        private readonly bool[] _decoding;
+        private readonly int _attended; // key positions attention reads: the longest decoding row after this step
+        private Tensor? _writeIndex;    // (R, nh, 1, hs): where each row's new key goes
+        private Tensor? _mask;          // (R, 1, 1, L): which keys each row sees
+
+        public DecodeView(SlotKvCache owner, int rows, bool[] decoding)
+        {
+            _owner = owner;
+            _rows = rows;
+            _decoding = decoding;
+            _attended = 1;
+            for (int r = 0; r < rows; r++)
+                if (decoding[r])
+                {
+                    if (owner._lengths[r] >= owner.Capacity)
+                        throw new InvalidOperationException($"Slot {r} is full ({owner.Capacity} positions)");
+                    _attended = Math.Max(_attended, owner._lengths[r] + 1);
+                }
+        }
+
+        public ScalarType Dtype => _owner.Dtype;
+        public long Batch => _rows;
+        public int LengthAfter(long t) => _attended;
+
+        public Tensor Positions(long t, Device device) =>
+            tensor(Enumerable.Range(0, _rows).Select(r => _decoding[r] ? (long)_owner._lengths[r] : 0L).ToArray(), [_rows, 1L], device: device); // (R, 1)
+
+        public (Tensor Keys, Tensor Values, Tensor? Mask, bool IsCausal) Append(int layer, Tensor k, Tensor v)
+        {
+            var config = _owner._config;
+            // The same index and mask serve every layer of this step; they live in the caller's dispose scope.
+            _writeIndex ??= tensor(Enumerable.Range(0, _rows).Select(r => _decoding[r] ? (long)_owner._lengths[r] : _owner.Capacity).ToArray(), device: k.device)
+                .view(_rows, 1, 1, 1).expand(_rows, config.Heads, 1, config.HeadSize);
+            _mask ??= MakeMask(k.device);
+            var keys = _owner._keys[layer].narrow(0, 0, _rows);   // (R, nh, capacity + 1, hs)
+            var values = _owner._values[layer].narrow(0, 0, _rows);
+            keys.scatter_(2, _writeIndex, k.to(_owner.Dtype));
+            values.scatter_(2, _writeIndex, v.to(_owner.Dtype));
+            return (keys.narrow(2, 0, _attended), values.narrow(2, 0, _attended), _mask, false);
+        }
+
+        public void Advance(int t)
+        {
+            for (int r = 0; r < _rows; r++)
+                if (_decoding[r])
+                    _owner._lengths[r] += t;
+        }
+
+        private Tensor MakeMask(Device device)
+        {
+            var allowed = new bool[_rows * _attended];
+            for (int r = 0; r < _rows; r++)
+            {
+                int visible = _decoding[r] ? _owner._lengths[r] + 1 : 1; // idle rows see position 0, so softmax stays finite
+                for (int j = 0; j < visible; j++) allowed[r * _attended + j] = true;
+            }
+            return tensor(allowed, [_rows, 1L, 1L, _attended], device: device);
+        }
+    }
+}
