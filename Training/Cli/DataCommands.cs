@@ -10,7 +10,7 @@ internal static class DataCommands
 {
     public static void AddTo(RootCommand root)
     {
-        var inputs = new Option<string[]>("--input") { Description = "arXiv Archive TSV file, plain or .gz (repeat for several)", Required = true, Arity = ArgumentArity.OneOrMore };
+        var inputs = new Option<string[]>("--input") { Description = "arXiv Archive TSV file, plain, .gz or .xz (repeat for several)", Required = true, Arity = ArgumentArity.OneOrMore };
         var output = new Option<string>("--out") { Description = "Directory to write train/eval token files and stats to", Required = true };
         var categories = new Option<string>("--categories") { Description = "arXiv categories to keep", DefaultValueFactory = _ => "cs.AI,cs.LG,cs.CL,cs.CV" };
         var rule = new Option<string>("--category-rule") { Description = "Which category decides: primary (primary_cat) or first-listed (first of categories)", DefaultValueFactory = _ => "primary" };

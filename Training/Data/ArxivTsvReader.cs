@@ -10,7 +10,8 @@ public sealed record ArxivPaper(string ArxivId, string Title, string Abstract, s
 /// <summary>
 /// Reads the arXiv Archive TSV (R. S. Geiger, zenodo 2533436) as written by Python's csv/pandas: tab-separated,
 /// a header whose first column is the unnamed row index, fields quoted with '"' when they hold a tab, a quote
-/// or a line break, and '""' for a quote inside a quoted field. Plain or gzip (detected from the first bytes).
+/// or a line break, and '""' for a quote inside a quoted field. Plain, gzip or xz (detected from the first
+/// bytes; the archive itself is distributed as .tsv.xz).
 /// </summary>
 /// <remarks>Strict where Python is lenient: a character after a closing quote other than a tab or line end, an
 /// unterminated quote, or a row with the wrong number of fields fails with the file, the line and the reason,
@@ -129,10 +130,7 @@ public sealed class ArxivTsvReader : IDisposable
         if (n >= 2 && magic[0] == 0x1f && magic[1] == 0x8b)
             return new StreamReader(new GZipStream(stream, CompressionMode.Decompress), Encoding.UTF8, false, 1 << 20);
         if (n >= 6 && magic[0] == 0xFD && magic[1] == (byte)'7' && magic[2] == (byte)'z' && magic[3] == (byte)'X' && magic[4] == (byte)'Z')
-        {
-            stream.Dispose();
-            throw new InvalidDataException($"{path} is xz-compressed, which .NET cannot read; decompress it first (xz -dk {path}) or recompress it with gzip");
-        }
+            return new StreamReader(new SharpCompress.Compressors.Xz.XZStream(stream), Encoding.UTF8, false, 1 << 20);
         return new StreamReader(stream, Encoding.UTF8, false, 1 << 20);
     }
 
