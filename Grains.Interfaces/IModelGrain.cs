@@ -1,22 +1,18 @@
 namespace OrleansGpt.Grains.Interfaces;
 
 /// <summary>
-/// A GPT-2 checkpoint served from one device, keyed "size@device" (for example "small@cpu:0").
+/// One GPT-2 checkpoint size served from one device, keyed "size@device" (for example "small@cpu:0").
+/// Requests are decoded by the silo's continuous-batching engine for that checkpoint, never on a grain turn.
 /// </summary>
-/// <remarks>Generation, batching and placement arrive with the serving work (issue 4); for now the grain
-/// reports what it would serve.</remarks>
 public interface IModelGrain : IGrainWithStringKey
 {
-    /// <summary>Describes the model this grain hosts.</summary>
+    /// <summary>Describes the hosted checkpoint, including how its weights were made.</summary>
     ValueTask<ModelInfo> GetInfoAsync(CancellationToken cancellationToken = default);
-}
 
-/// <summary>What a model grain hosts.</summary>
-/// <param name="Key">The grain key, "size@device".</param>
-/// <param name="Size">The checkpoint size (tiny, distil, small, ...).</param>
-/// <param name="Device">The device it is pinned to (cpu:0, cuda:0, ...).</param>
-[GenerateSerializer, Immutable]
-public sealed record ModelInfo(
-    [property: Id(0)] string Key,
-    [property: Id(1)] string Size,
-    [property: Id(2)] string Device);
+    /// <summary>
+    /// Streams the continuation of <paramref name="request"/>'s prompt as it is generated. Cancelling (or
+    /// abandoning the stream) frees the request's batch slot at the next decode step. Fails with an
+    /// ArgumentException for a prompt or settings out of bounds, and with a busy error when the queue is full.
+    /// </summary>
+    IAsyncEnumerable<GeneratedChunk> GenerateAsync(GenerationRequest request, CancellationToken cancellationToken = default);
+}

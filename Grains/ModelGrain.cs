@@ -1,17 +1,45 @@
+using System.Runtime.CompilerServices;
+using Orleans.Concurrency;
 using OrleansGpt.Grains.Interfaces;
+using OrleansGpt.Training.Generation;
+using OrleansGpt.Training.Text;
 
 namespace OrleansGpt.Grains;
 
-/// <summary>Hosts one checkpoint size on one device; its key is "size@device".</summary>
-public sealed class ModelGrain : Grain, IModelGrain
+/// <summary>
+/// Serves one checkpoint size on one device (key "size@device") through the silo's <see cref="ModelHost"/>.
+/// The grain only validates and relays: decoding runs on the engine's own thread, and many requests stream
+/// through this activation at once (it is reentrant for that reason).
+/// </summary>
+[Reentrant]
+public sealed class ModelGrain(ModelHost host) : Grain, IModelGrain
 {
-    /// <inheritdoc />
-    public ValueTask<ModelInfo> GetInfoAsync(CancellationToken cancellationToken = default)
+    public ValueTask<ModelInfo> GetInfoAsync(CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(host.Get(this.GetPrimaryKeyString()).Info);
+
+    public async IAsyncEnumerable<GeneratedChunk> GenerateAsync(GenerationRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        string key = this.GetPrimaryKeyString();
-        int at = key.IndexOf('@', StringComparison.Ordinal);
-        if (at <= 0 || at == key.Length - 1)
-            throw new ArgumentException($"Model grain key '{key}' is not of the form size@device (e.g. small@cpu:0)");
-        return ValueTask.FromResult(new ModelInfo(key, key[..at], key[(at + 1)..]));
+        var engine = host.Get(this.GetPrimaryKeyString()).Engine;
+        var settings = ToSettings(request.Sampling);
+        var decoder = Gpt2Tokenizer.Shared.NewStreamingDecoder();
+        await foreach (var token in engine.GenerateAsync(request.PromptTokens, settings, cancellationToken))
+        {
+            string? finish = token.Finish switch { FinishReason.Stop => "stop", FinishReason.Length => "length", _ => null };
+            // <|endoftext|> ends the text; it is reported as the finish reason, not written out.
+            string text = token.Token == Gpt2Tokenizer.EndOfText ? "" : decoder.Push(token.Token);
+            if (finish is not null)
+                text += decoder.Flush();
+            yield return new GeneratedChunk(text, [token.Token], finish);
+        }
     }
+
+    /// <summary>Client sampling options as the engine's settings; out-of-range values throw ArgumentOutOfRangeException.</summary>
+    public static SamplingSettings ToSettings(SamplingOptions o) => new SamplingSettings
+    {
+        TopP = o.TopP,
+        TopK = o.TopK,
+        Temperature = o.Temperature,
+        MaxNewTokens = o.MaxTokens,
+        Seed = o.Seed,
+    }.Validate();
 }

@@ -1,0 +1,22 @@
+namespace OrleansGpt.Grains.Interfaces;
+
+/// <summary>
+/// One user's session, keyed by user or session id: their category, model size and sampling settings, and a
+/// bounded history of titles and abstracts. Persisted, so it survives deactivation and client restarts.
+/// </summary>
+public interface ISessionGrain : IGrainWithStringKey
+{
+    /// <summary>The current settings (defaults for a new session).</summary>
+    ValueTask<SessionSettings> GetSettingsAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Validates and stores new settings; invalid ones fail with an ArgumentException naming the setting
+    /// and change nothing.</summary>
+    ValueTask<SessionSettings> UpdateSettingsAsync(SessionSettings settings, CancellationToken cancellationToken = default);
+
+    /// <summary>The most recent abstracts, oldest first.</summary>
+    ValueTask<IReadOnlyList<HistoryEntry>> GetHistoryAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Streams an abstract for <paramref name="title"/> with the session's settings and records it in the
+    /// history once complete.</summary>
+    IAsyncEnumerable<string> WriteAbstractAsync(string title, CancellationToken cancellationToken = default);
+}

@@ -1,0 +1,63 @@
+namespace OrleansGpt.Grains.Interfaces;
+
+/// <summary>How tokens are chosen, as a client sends them. Validated where they enter the cluster.</summary>
+/// <param name="TopP">Nucleus sampling mass, 0 &lt; p &lt;= 1 (the paper: 0.9).</param>
+/// <param name="TopK">Keep the k most likely tokens; 0 turns it off.</param>
+/// <param name="Temperature">Divides the logits; 0 is greedy.</param>
+/// <param name="MaxTokens">Tokens to generate at most.</param>
+/// <param name="Seed">Makes the output reproducible; null picks one (reported back).</param>
+[GenerateSerializer, Immutable]
+public sealed record SamplingOptions(
+    [property: Id(0)] double TopP = 0.9,
+    [property: Id(1)] int TopK = 0,
+    [property: Id(2)] double Temperature = 1.0,
+    [property: Id(3)] int MaxTokens = 256,
+    [property: Id(4)] long? Seed = null);
+
+/// <summary>A generation request for a model grain: GPT-2 token ids and sampling options.</summary>
+[GenerateSerializer, Immutable]
+public sealed record GenerationRequest(
+    [property: Id(0)] int[] PromptTokens,
+    [property: Id(1)] SamplingOptions Sampling);
+
+/// <summary>A piece of a streamed generation: text that is complete UTF-8, the tokens it came from, and on the
+/// last piece why generation ended ("stop" at &lt;|endoftext|&gt;, "length" at the token limit).</summary>
+[GenerateSerializer, Immutable]
+public sealed record GeneratedChunk(
+    [property: Id(0)] string Text,
+    [property: Id(1)] int[] Tokens,
+    [property: Id(2)] string? FinishReason);
+
+/// <summary>What a model grain hosts and how its weights were made.</summary>
+/// <param name="Key">The grain key, "size@device".</param>
+/// <param name="Provenance">How the checkpoint was made: untrained, trained from scratch for N tokens, fine-tuned from ...</param>
+[GenerateSerializer, Immutable]
+public sealed record ModelInfo(
+    [property: Id(0)] string Key,
+    [property: Id(1)] string Size,
+    [property: Id(2)] string Device,
+    [property: Id(3)] string Checkpoint,
+    [property: Id(4)] string Provenance,
+    [property: Id(5)] long Parameters);
+
+/// <summary>A user's settings, kept by their session grain.</summary>
+/// <param name="Category">arXiv category for abstracts: AI, LG, CL or CV.</param>
+/// <param name="ModelSize">Which checkpoint size serves the user (tiny, distil, small, ...).</param>
+[GenerateSerializer, Immutable]
+public sealed record SessionSettings(
+    [property: Id(0)] string Category,
+    [property: Id(1)] string ModelSize,
+    [property: Id(2)] SamplingOptions Sampling)
+{
+    /// <summary>Defaults for a new session: cs.CL, the tiny model, the paper's top-p 0.9.</summary>
+    public static SessionSettings Default { get; } = new("CL", "tiny", new SamplingOptions());
+}
+
+/// <summary>One title the user asked about and the abstract they got.</summary>
+[GenerateSerializer, Immutable]
+public sealed record HistoryEntry(
+    [property: Id(0)] string Category,
+    [property: Id(1)] string Title,
+    [property: Id(2)] string Abstract,
+    [property: Id(3)] long Seed,
+    [property: Id(4)] DateTimeOffset At);

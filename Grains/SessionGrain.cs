@@ -1,0 +1,73 @@
+using System.Runtime.CompilerServices;
+using System.Text;
+using OrleansGpt.Grains.Interfaces;
+using OrleansGpt.Training.Model;
+using OrleansGpt.Training.Text;
+
+namespace OrleansGpt.Grains;
+
+/// <summary>What a session persists: its settings and the most recent abstracts.</summary>
+[GenerateSerializer]
+public sealed class SessionState
+{
+    [Id(0)] public SessionSettings? Settings { get; set; }
+    [Id(1)] public List<HistoryEntry> History { get; set; } = [];
+}
+
+/// <summary>One user's settings and history; writes abstracts through the model grain for the user's size.</summary>
+public sealed class SessionGrain(
+    [PersistentState("session", SessionGrain.StorageName)] IPersistentState<SessionState> state,
+    IGrainFactory grains) : Grain, ISessionGrain
+{
+    /// <summary>The grain storage provider sessions need.</summary>
+    public const string StorageName = "sessions";
+
+    /// <summary>Abstracts kept per session; older ones are dropped.</summary>
+    public const int HistoryLimit = 20;
+
+    private SessionSettings Settings => state.State.Settings ?? SessionSettings.Default;
+
+    public ValueTask<SessionSettings> GetSettingsAsync(CancellationToken cancellationToken = default) => ValueTask.FromResult(Settings);
+
+    public async ValueTask<SessionSettings> UpdateSettingsAsync(SessionSettings settings, CancellationToken cancellationToken = default)
+    {
+        var valid = Validate(settings);
+        state.State.Settings = valid;
+        await state.WriteStateAsync(cancellationToken);
+        return valid;
+    }
+
+    public ValueTask<IReadOnlyList<HistoryEntry>> GetHistoryAsync(CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult<IReadOnlyList<HistoryEntry>>([.. state.State.History]);
+
+    public async IAsyncEnumerable<string> WriteAbstractAsync(string title, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var settings = Settings;
+        var category = PaperFormat.ParseCategory(settings.Category);
+        int[] prompt = PaperFormat.EncodePrompt(Gpt2Tokenizer.Shared, category, title); // throws for an empty title
+        // A session records the seed of every abstract, so any of them can be reproduced.
+        long seed = settings.Sampling.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
+        var model = grains.GetGrain<IModelGrain>($"{settings.ModelSize}@cpu:0");
+        var text = new StringBuilder();
+        await foreach (var chunk in model.GenerateAsync(new GenerationRequest(prompt, settings.Sampling with { Seed = seed }), cancellationToken))
+        {
+            text.Append(chunk.Text);
+            if (chunk.Text.Length > 0)
+                yield return chunk.Text;
+        }
+        state.State.History.Add(new HistoryEntry(settings.Category, PaperFormat.NormalizeWhitespace(title), text.ToString().Trim(), seed, DateTimeOffset.UtcNow));
+        if (state.State.History.Count > HistoryLimit)
+            state.State.History.RemoveRange(0, state.State.History.Count - HistoryLimit);
+        await state.WriteStateAsync(CancellationToken.None);
+    }
+
+    /// <summary>Checks every setting, naming the first bad one; returns the settings with the category normalised.</summary>
+    public static SessionSettings Validate(SessionSettings settings)
+    {
+        var category = PaperFormat.ParseCategory(settings.Category);
+        if (!GptConfig.PresetNames.Contains(settings.ModelSize))
+            throw new ArgumentOutOfRangeException(nameof(settings), settings.ModelSize, $"Unknown model size; expected one of {string.Join(", ", GptConfig.PresetNames)}");
+        ModelGrain.ToSettings(settings.Sampling);
+        return settings with { Category = category.ToString() };
+    }
+}
