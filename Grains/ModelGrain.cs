@@ -22,7 +22,16 @@ public sealed class ModelGrain(ModelHost host) : Grain, IModelGrain
         var engine = host.Get(this.GetPrimaryKeyString()).Engine;
         var settings = ToSettings(request.Sampling);
         var decoder = Gpt2Tokenizer.Shared.NewStreamingDecoder();
-        await foreach (var token in engine.GenerateAsync(request.PromptTokens, settings, cancellationToken))
+        IAsyncEnumerable<StreamedToken> tokens;
+        try
+        {
+            tokens = engine.GenerateAsync(request.PromptTokens, settings, cancellationToken);
+        }
+        catch (ServerBusyException e)
+        {
+            throw new ModelBusyException(e.Message, (int)Math.Ceiling(e.RetryAfter.TotalSeconds));
+        }
+        await foreach (var token in tokens)
         {
             string? finish = token.Finish switch { FinishReason.Stop => "stop", FinishReason.Length => "length", _ => null };
             // <|endoftext|> ends the text; it is reported as the finish reason, not written out.

@@ -34,6 +34,25 @@ public sealed class ModelHost(IOptions<ModelHostOptions> options) : IDisposable
 {
     private readonly ConcurrentDictionary<string, Lazy<Served>> _models = new(StringComparer.Ordinal);
 
+    /// <summary>Sizes with a checkpoint (or training run) under the checkpoint directory, e.g. ["tiny", "small"].</summary>
+    public IReadOnlyList<string> AvailableSizes()
+    {
+        string root = options.Value.CheckpointDirectory;
+        if (!Directory.Exists(root))
+            return [];
+        return [.. Directory.EnumerateDirectories(root)
+            .Where(d => Gpt2Checkpoint.Exists(Gpt2Checkpoint.Resolve(d)))
+            .Select(d => Path.GetFileName(d)!)
+            .Order(StringComparer.Ordinal)];
+    }
+
+    /// <summary>Models loaded so far (a silo is healthy once it serves at least one).</summary>
+    public IReadOnlyList<ModelInfo> Loaded =>
+        [.. _models.Values.Where(l => l.IsValueCreated && !l.Value.Engine.IsDisposed).Select(l => l.Value.Info)];
+
+    /// <summary>Where checkpoints are looked for.</summary>
+    public string CheckpointDirectory => Path.GetFullPath(options.Value.CheckpointDirectory);
+
     /// <summary>The engine and description for a "size@device" key, loading the checkpoint on first use.</summary>
     public (ContinuousBatcher Engine, ModelInfo Info) Get(string key)
     {

@@ -83,6 +83,9 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>Requests holding a slot (prefilling or decoding).</summary>
     public int Running => _slots.Count(s => s is not null);
 
+    /// <summary>Whether the engine has been shut down.</summary>
+    public bool IsDisposed => _stopping.IsCancellationRequested;
+
     /// <summary>Decode steps run so far.</summary>
     public long Steps { get; private set; }
 

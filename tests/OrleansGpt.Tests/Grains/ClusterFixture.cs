@@ -1,4 +1,10 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using OrleansGpt.Silo.Api;
 using Orleans.TestingHost;
 using OrleansGpt.Grains;
 using OrleansGpt.Training.Model;
@@ -24,12 +30,31 @@ public sealed class ClusterFixture : IDisposable
         builder.AddSiloBuilderConfigurator<SiloConfigurator>();
         Cluster = builder.Build();
         Cluster.Deploy();
+
+        // The silo's HTTP API on a real Kestrel port, backed by this cluster and the silo's own model host.
+        var web = WebApplication.CreateBuilder();
+        web.WebHost.UseUrls("http://127.0.0.1:0");
+        web.Logging.SetMinimumLevel(LogLevel.Warning);
+        web.Services.AddSingleton<IGrainFactory>(Cluster.Client);
+        var silo = (InProcessSiloHandle)Cluster.Primary!;
+        web.Services.AddSingleton(silo.SiloHost.Services.GetRequiredService<ModelHost>());
+        _api = web.Build();
+        _api.MapOrleansGptApi();
+        _api.StartAsync().GetAwaiter().GetResult();
+        Api = new HttpClient { BaseAddress = new Uri(_api.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()) };
     }
+
+    private readonly WebApplication _api;
 
     public TestCluster Cluster { get; }
 
+    /// <summary>A client for the HTTP API.</summary>
+    public HttpClient Api { get; }
+
     public void Dispose()
     {
+        Api.Dispose();
+        _api.StopAsync().GetAwaiter().GetResult();
         Cluster.StopAllSilos();
         Cluster.Dispose();
         _directory.Dispose();

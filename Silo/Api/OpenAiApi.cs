@@ -1,0 +1,287 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using OrleansGpt.Grains;
+using OrleansGpt.Grains.Interfaces;
+using OrleansGpt.Training.Text;
+
+namespace OrleansGpt.Silo.Api;
+
+/// <summary>The HTTP API: OpenAI-compatible completions, abstracts, models and health.</summary>
+/// <remarks>
+/// Compatible with OpenAI's legacy Completions API (POST /v1/completions): model, prompt, max_tokens (default
+/// 16), temperature, top_p, seed, stop, n = 1, stream as Server-Sent Events in OpenAI's chunk format ending
+/// with "data: [DONE]", usage counts and OpenAI's error body, so existing OpenAI clients work against it.
+/// "model" names a checkpoint size (tiny, small, ...), served by the grain "size@cpu:0".
+/// </remarks>
+public static class OpenAiApi
+{
+    internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    // Engine setting names as the API spells them.
+    private static readonly Dictionary<string, string> s_parameterNames = new(StringComparer.Ordinal)
+    {
+        ["TopP"] = "top_p", ["TopK"] = "top_k", ["Temperature"] = "temperature", ["MaxNewTokens"] = "max_tokens",
+        ["RepetitionPenalty"] = "repetition_penalty", ["prompt"] = "prompt", ["title"] = "title", ["text"] = "category",
+    };
+
+    public static IEndpointRouteBuilder MapOrleansGptApi(this IEndpointRouteBuilder app)
+    {
+        app.MapPost("/v1/completions", Completions);
+        app.MapPost("/v1/abstracts", Abstracts);
+        app.MapGet("/v1/models", (ModelHost host) => Results.Json(new
+        {
+            @object = "list",
+            data = host.AvailableSizes().Select(size => new { id = size, @object = "model", created = 0, owned_by = "orleansgpt" }),
+        }, Json));
+        app.MapGet("/healthz", (ModelHost host) => host.Loaded.Count > 0
+            ? Results.Json(new { status = "ok", models = host.Loaded.Select(m => new { m.Key, m.Provenance }) }, Json)
+            : Results.Json(new
+            {
+                status = "no model loaded",
+                hint = host.AvailableSizes().Count > 0
+                    ? "checkpoints are loading"
+                    : $"no checkpoint under {host.CheckpointDirectory}: train one (dotnet run --project Training -- train --data DIR --out {host.CheckpointDirectory}/tiny ...) or copy a Hugging Face GPT-2 directory there",
+            }, Json, statusCode: StatusCodes.Status503ServiceUnavailable));
+        return app;
+    }
+
+    /// <summary>POST /v1/completions.</summary>
+    private static async Task Completions(HttpContext http, IGrainFactory grains, ModelHost host)
+    {
+        var request = await ReadAsync<CompletionRequest>(http);
+        if (request is null) return;
+        if (request.N is not (null or 1)) { await Error(http, 400, "Only n = 1 is supported", "n"); return; }
+        if (string.IsNullOrEmpty(request.Model)) { await Error(http, 400, "model is required: one of " + string.Join(", ", host.AvailableSizes()), "model"); return; }
+        if (!host.AvailableSizes().Contains(request.Model)) { await Error(http, 404, $"The model '{request.Model}' does not exist; available: {string.Join(", ", host.AvailableSizes())}", "model", "model_not_found"); return; }
+        int[]? prompt = ReadPrompt(request.Prompt);
+        if (prompt is null) { await Error(http, 400, "prompt must be a string, an array of one string, or an array of token ids", "prompt"); return; }
+        string[]? stops = ReadStops(request.Stop);
+        if (stops is null) { await Error(http, 400, "stop must be a string or an array of up to 4 non-empty strings", "stop"); return; }
+
+        var sampling = new SamplingOptions(request.TopP ?? 1.0, request.TopK ?? 0, request.Temperature ?? 1.0, request.MaxTokens ?? 16, request.Seed);
+        try
+        {
+            ModelGrain.ToSettings(sampling); // validated at the edge, where the error can name the parameter
+        }
+        catch (ArgumentException e)
+        {
+            await Failure(http, e);
+            return;
+        }
+        string id = "cmpl-" + Guid.NewGuid().ToString("N");
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var filter = new StopSequences(stops);
+        using var stopped = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
+        var chunks = grains.GetGrain<IModelGrain>($"{request.Model}@cpu:0").GenerateAsync(new GenerationRequest(prompt, sampling), stopped.Token);
+        int completionTokens = 0;
+        string? finish = null;
+        var text = new System.Text.StringBuilder();
+        bool stream = request.Stream == true;
+
+        await using var enumerator = chunks.GetAsyncEnumerator(stopped.Token);
+        try
+        {
+            // The first chunk is awaited before any response is written, so validation and busy errors still
+            // become proper HTTP errors rather than a broken event stream.
+            bool more = await enumerator.MoveNextAsync();
+            if (stream)
+                StartEventStream(http);
+            while (more)
+            {
+                var chunk = enumerator.Current;
+                completionTokens += chunk.Tokens.Length;
+                string piece = filter.Push(chunk.Text) + (chunk.FinishReason is not null ? filter.Flush() : "");
+                finish = filter.Stopped ? "stop" : chunk.FinishReason;
+                if (stream && (piece.Length > 0 || finish is not null))
+                    await Event(http, new CompletionChunk(id, "text_completion", created, request.Model, [new Choice(piece, 0, null, finish)], null));
+                else
+                    text.Append(piece);
+                if (filter.Stopped)
+                {
+                    stopped.Cancel(); // frees the batch slot now, not at max_tokens
+                    break;
+                }
+                more = await enumerator.MoveNextAsync();
+            }
+        }
+        catch (Exception e) when (!http.Response.HasStarted && e is ArgumentException or ModelBusyException)
+        {
+            await Failure(http, e);
+            return;
+        }
+        catch (OperationCanceledException) when (filter.Stopped || http.RequestAborted.IsCancellationRequested)
+        {
+        }
+
+        var usage = new Usage(prompt.Length, completionTokens, prompt.Length + completionTokens);
+        if (stream)
+        {
+            if (request.StreamOptions?.IncludeUsage == true)
+                await Event(http, new CompletionChunk(id, "text_completion", created, request.Model, [], usage));
+            await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
+            return;
+        }
+        await http.Response.WriteAsJsonAsync(new CompletionChunk(id, "text_completion", created, request.Model, [new Choice(text.ToString(), 0, null, finish)], usage), Json);
+    }
+
+    /// <summary>POST /v1/abstracts: {category, title, settings, stream, session}. With a session, the session
+    /// grain's settings apply and the abstract joins its history.</summary>
+    private static async Task Abstracts(HttpContext http, IGrainFactory grains, ModelHost host)
+    {
+        var request = await ReadAsync<AbstractRequest>(http);
+        if (request is null) return;
+        if (string.IsNullOrWhiteSpace(request.Title)) { await Error(http, 400, "title is required", "title"); return; }
+        IAsyncEnumerable<string> pieces;
+        string model;
+        try
+        {
+            if (request.Session is { Length: > 0 } session)
+            {
+                var grain = grains.GetGrain<ISessionGrain>(session);
+                model = (await grain.GetSettingsAsync(http.RequestAborted)).ModelSize;
+                pieces = grain.WriteAbstractAsync(request.Title, http.RequestAborted);
+            }
+            else
+            {
+                model = request.Model ?? host.AvailableSizes().FirstOrDefault() ?? "tiny";
+                var category = PaperFormat.ParseCategory(request.Category ?? "");
+                var s = request.Settings ?? new AbstractSettings(null, null, null, null, null);
+                var sampling = new SamplingOptions(s.TopP ?? 0.9, s.TopK ?? 0, s.Temperature ?? 1.0, s.MaxTokens ?? 256, s.Seed);
+                ModelGrain.ToSettings(sampling);
+                int[] prompt = PaperFormat.EncodePrompt(Gpt2Tokenizer.Shared, category, request.Title);
+                pieces = Texts(grains.GetGrain<IModelGrain>($"{model}@cpu:0").GenerateAsync(new GenerationRequest(prompt, sampling), http.RequestAborted));
+            }
+        }
+        catch (ArgumentException e)
+        {
+            await Failure(http, e);
+            return;
+        }
+
+        await using var enumerator = pieces.GetAsyncEnumerator(http.RequestAborted);
+        var text = new System.Text.StringBuilder();
+        try
+        {
+            bool more = await enumerator.MoveNextAsync();
+            if (request.Stream == true)
+                StartEventStream(http);
+            while (more)
+            {
+                if (request.Stream == true)
+                    await Event(http, new { text = enumerator.Current });
+                else
+                    text.Append(enumerator.Current);
+                more = await enumerator.MoveNextAsync();
+            }
+        }
+        catch (Exception e) when (!http.Response.HasStarted && e is ArgumentException or ModelBusyException)
+        {
+            await Failure(http, e);
+            return;
+        }
+        if (request.Stream == true)
+            await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
+        else
+            await http.Response.WriteAsJsonAsync(new { request.Category, title = request.Title, model, @abstract = text.ToString().Trim() }, Json);
+    }
+
+    private static async IAsyncEnumerable<string> Texts(IAsyncEnumerable<GeneratedChunk> chunks)
+    {
+        await foreach (var chunk in chunks)
+            if (chunk.Text.Length > 0)
+                yield return chunk.Text;
+    }
+
+    private static int[]? ReadPrompt(JsonElement? prompt)
+    {
+        if (prompt is not { } p) return null;
+        if (p.ValueKind == JsonValueKind.String) return Gpt2Tokenizer.Shared.Encode(p.GetString()!);
+        if (p.ValueKind != JsonValueKind.Array || p.GetArrayLength() == 0) return null;
+        if (p.GetArrayLength() == 1 && p[0].ValueKind == JsonValueKind.String) return Gpt2Tokenizer.Shared.Encode(p[0].GetString()!);
+        if (p.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int id) && id >= 0 && id < Gpt2Tokenizer.VocabSize))
+            return [.. p.EnumerateArray().Select(e => e.GetInt32())];
+        return null;
+    }
+
+    private static string[]? ReadStops(JsonElement? stop)
+    {
+        if (stop is not { } s || s.ValueKind == JsonValueKind.Null) return [];
+        string[] stops = s.ValueKind switch
+        {
+            JsonValueKind.String => [s.GetString()!],
+            JsonValueKind.Array when s.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String) => [.. s.EnumerateArray().Select(e => e.GetString()!)],
+            _ => [""],
+        };
+        return stops.Length <= 4 && stops.All(x => x.Length > 0) ? stops : null;
+    }
+
+    private static async Task<T?> ReadAsync<T>(HttpContext http) where T : class
+    {
+        try
+        {
+            var value = await JsonSerializer.DeserializeAsync<T>(http.Request.Body, Json, http.RequestAborted);
+            if (value is null) await Error(http, 400, "The request body is empty", null);
+            return value;
+        }
+        catch (JsonException e)
+        {
+            await Error(http, 400, $"The request body is not valid JSON for this endpoint: {e.Message}", e.Path);
+            return null;
+        }
+    }
+
+    private static Task Failure(HttpContext http, Exception e) => e switch
+    {
+        ModelBusyException busy => Busy(http, busy),
+        ArgumentException a when a.Message.StartsWith("No checkpoint", StringComparison.Ordinal) => Error(http, 404, a.Message, "model", "model_not_found"),
+        ArgumentException a => Error(http, 400, a.Message.Split(" (Parameter ")[0],
+            a.ParamName is { } name ? s_parameterNames.GetValueOrDefault(name, name) : null),
+        _ => throw e,
+    };
+
+    private static Task Busy(HttpContext http, ModelBusyException busy)
+    {
+        http.Response.Headers.RetryAfter = busy.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return Error(http, 429, busy.Message, null, "model_busy", "server_busy");
+    }
+
+    /// <summary>OpenAI's error body: {"error": {"message", "type", "param", "code"}}.</summary>
+    private static Task Error(HttpContext http, int status, string message, string? param, string? code = null, string type = "invalid_request_error")
+    {
+        http.Response.StatusCode = status;
+        return http.Response.WriteAsJsonAsync(new { error = new { message, type, param, code } }, Json);
+    }
+
+    private static void StartEventStream(HttpContext http)
+    {
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-cache";
+    }
+
+    private static async Task Event<T>(HttpContext http, T payload)
+    {
+        await http.Response.WriteAsync("data: " + JsonSerializer.Serialize(payload, Json) + "\n\n", http.RequestAborted);
+        await http.Response.Body.FlushAsync(http.RequestAborted);
+    }
+}
+
+public sealed record CompletionRequest(
+    string? Model, JsonElement? Prompt, int? MaxTokens, double? Temperature, double? TopP, int? TopK, long? Seed,
+    JsonElement? Stop, int? N, bool? Stream, StreamOptions? StreamOptions, string? User);
+
+public sealed record StreamOptions(bool? IncludeUsage);
+
+public sealed record CompletionChunk(string Id, string Object, long Created, string Model, IReadOnlyList<Choice> Choices, Usage? Usage);
+
+public sealed record Choice(string Text, int Index, object? Logprobs, string? FinishReason);
+
+public sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens);
+
+public sealed record AbstractRequest(string? Category, string? Title, string? Model, AbstractSettings? Settings, bool? Stream, string? Session);
+
+public sealed record AbstractSettings(double? TopP, int? TopK, double? Temperature, int? MaxTokens, long? Seed);
