@@ -1,43 +1,49 @@
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Logging;
-using OrleansGpt.Grains.Interfaces;
+using System.CommandLine;
+using OrleansGpt.Client;
 
-// Talks to a local silo (dotnet run --project Silo). The chat client comes with issue 4.
-//   info SIZE@DEVICE             what a model grain serves, e.g. tiny@cpu:0
-//   write USER "Title"           streams an abstract with USER's session settings
-if (args is not (["info", _] or ["write", _, _]))
+// The Orleans client of a local silo (dotnet run --project Silo). It references only Grains.Interfaces.
+var root = new RootCommand("OrleansGpt client: chat for abstracts, model info and load bench against a local silo.");
+
+var user = new Option<string>("--user") { Description = "Session id: settings and history are kept per user", DefaultValueFactory = _ => Environment.UserName };
+var chat = new Command("chat", "Chat: a title on its own line streams an abstract; /help lists the settings commands") { user };
+chat.SetAction(async r =>
 {
-    Console.Error.WriteLine("usage: dotnet run --project Client -- info SIZE@DEVICE | write USER \"Title\"");
-    return 2;
-}
-var builder = Host.CreateApplicationBuilder();
-builder.Logging.SetMinimumLevel(LogLevel.Warning); // Orleans' start-up chatter would bury the output
-builder.UseOrleansClient(client => client.UseLocalhostClustering());
-using var host = builder.Build();
-await host.StartAsync();
-var cluster = host.Services.GetRequiredService<IClusterClient>();
+    await using var connection = await ClusterConnection.ConnectAsync();
+    return await ChatCommand.RunAsync(connection.Cluster, r.GetValue(user)!, Console.In, Console.Out);
+});
+root.Subcommands.Add(chat);
+
+var key = new Argument<string>("model") { Description = "Model grain key, size@device (e.g. tiny@cpu:0)" };
+var info = new Command("info", "Describe a model grain: parameters, checkpoint and how it was made") { key };
+info.SetAction(async r =>
+{
+    await using var connection = await ClusterConnection.ConnectAsync();
+    var i = await connection.Cluster.GetGrain<OrleansGpt.Grains.Interfaces.IModelGrain>(r.GetValue(key)!).GetInfoAsync();
+    Console.WriteLine($"{i.Key}: {i.Parameters:N0} parameters from {i.Checkpoint} ({i.Provenance})");
+    return 0;
+});
+root.Subcommands.Add(info);
+
+var concurrency = new Option<string>("--concurrency") { Description = "Concurrent workers, comma-separated", DefaultValueFactory = _ => "1,8,32,64" };
+var requests = new Option<int>("--requests") { Description = "Requests per concurrency level", DefaultValueFactory = _ => 64 };
+var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens generated per request", DefaultValueFactory = _ => 128 };
+var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length (random token ids)", DefaultValueFactory = _ => 32 };
+var model = new Option<string>("--model") { Description = "Checkpoint size to load", DefaultValueFactory = _ => "small" };
+var bench = new Command("bench", "Load a running silo: aggregate tok/s, req/s, time to first token and inter-token latency p50/p99, failures")
+{
+    concurrency, requests, maxTokens, promptTokens, model,
+};
+bench.SetAction(r => BenchCommand.RunAsync(
+    [.. r.GetValue(concurrency)!.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)],
+    r.GetValue(requests), r.GetValue(maxTokens), r.GetValue(promptTokens), r.GetValue(model)!, Console.Out));
+root.Subcommands.Add(bench);
+
 try
 {
-    if (args[0] == "info")
-    {
-        var info = await cluster.GetGrain<IModelGrain>(args[1]).GetInfoAsync();
-        Console.WriteLine($"{info.Key}: {info.Parameters:N0} parameters from {info.Checkpoint} ({info.Provenance})");
-    }
-    else
-    {
-        await foreach (var text in cluster.GetGrain<ISessionGrain>(args[1]).WriteAbstractAsync(args[2]))
-            Console.Write(text);
-        Console.WriteLine();
-    }
-    return 0;
+    return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
 catch (ArgumentException e)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;
-}
-finally
-{
-    await host.StopAsync();
 }
