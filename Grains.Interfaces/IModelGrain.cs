@@ -15,4 +15,10 @@ public interface IModelGrain : IGrainWithStringKey
     /// ArgumentException for a prompt or settings out of bounds, and with a busy error when the queue is full.
     /// </summary>
     IAsyncEnumerable<GeneratedChunk> GenerateAsync(GenerationRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Loads this size's checkpoint from disk again and serves it from now on (an operator's hot reload, or the
+    /// end of a fine-tuning run). Requests already streaming finish on the previous weights.
+    /// </summary>
+    ValueTask<ModelInfo> ReloadAsync(CancellationToken cancellationToken = default);
 }

@@ -17,15 +17,29 @@ public sealed class ModelGrain(ModelHost host) : Grain, IModelGrain
     public ValueTask<ModelInfo> GetInfoAsync(CancellationToken cancellationToken = default) =>
         ValueTask.FromResult(host.Get(this.GetPrimaryKeyString()).Info);
 
+    public async ValueTask<ModelInfo> ReloadAsync(CancellationToken cancellationToken = default)
+    {
+        string key = this.GetPrimaryKeyString();
+        // Reading and converting a checkpoint takes seconds: off the grain's turn, on the thread pool.
+        return await Task.Run(() => host.Reload(key), cancellationToken);
+    }
+
     public async IAsyncEnumerable<GeneratedChunk> GenerateAsync(GenerationRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var engine = host.Get(this.GetPrimaryKeyString()).Engine;
         var settings = ToSettings(request.Sampling);
         var decoder = Gpt2Tokenizer.Shared.NewStreamingDecoder();
         IAsyncEnumerable<StreamedToken> tokens;
         try
         {
-            tokens = engine.GenerateAsync(request.PromptTokens, settings, cancellationToken);
+            try
+            {
+                tokens = host.Get(this.GetPrimaryKeyString()).Engine.GenerateAsync(request.PromptTokens, settings, cancellationToken);
+            }
+            catch (ObjectDisposedException)
+            {
+                // A reload retired the engine between looking it up and queueing: the new one takes the request.
+                tokens = host.Get(this.GetPrimaryKeyString()).Engine.GenerateAsync(request.PromptTokens, settings, cancellationToken);
+            }
         }
         catch (ServerBusyException e)
         {

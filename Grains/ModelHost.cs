@@ -61,6 +61,34 @@ public sealed class ModelHost(IOptions<ModelHostOptions> options) : IDisposable
         return (served.Engine, served.Info);
     }
 
+    /// <summary>
+    /// Hot swap: loads the checkpoint for <paramref name="key"/> again from disk and routes new requests to it at
+    /// once. Requests already running finish on the old weights; the old engine and model are released once idle.
+    /// Loading takes seconds for large models, so callers run this off any grain turn.
+    /// </summary>
+    public ModelInfo Reload(string key)
+    {
+        var (size, device) = ParseKey(key);
+        var fresh = Load(key, size, device);
+        Lazy<Served>? previous = null;
+        _models.AddOrUpdate(key, _ => new Lazy<Served>(fresh), (_, existing) =>
+        {
+            previous = existing;
+            return new Lazy<Served>(fresh);
+        });
+        if (previous is { IsValueCreated: true } old)
+            _ = RetireWhenIdleAsync(old.Value);
+        return fresh.Info;
+    }
+
+    private static async Task RetireWhenIdleAsync(Served old)
+    {
+        while (old.Engine.Running > 0 || old.Engine.Queued > 0)
+            await Task.Delay(TimeSpan.FromMilliseconds(100)).ConfigureAwait(false);
+        old.Engine.Dispose();
+        old.Model.Dispose();
+    }
+
     /// <summary>Splits "size@device"; only CPU devices exist in this build (no CUDA libtorch is packaged).</summary>
     public static (string Size, string Device) ParseKey(string key)
     {

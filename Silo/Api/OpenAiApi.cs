@@ -38,6 +38,16 @@ public static class OpenAiApi
             @object = "list",
             data = host.AvailableSizes().Select(size => new { id = size, @object = "model", created = 0, owned_by = "orleansgpt" }),
         }, Json));
+        app.MapPost("/v1/models/{size}/reload", async (string size, HttpContext http, IGrainFactory grains, ModelHost host) =>
+        {
+            if (!host.AvailableSizes().Contains(size))
+            {
+                await Error(http, 404, $"No checkpoint for '{size}' under {host.CheckpointDirectory}", "size", "model_not_found");
+                return;
+            }
+            var info = await grains.GetGrain<IModelGrain>($"{size}@cpu:0").ReloadAsync(http.RequestAborted);
+            await http.Response.WriteAsJsonAsync(new { id = size, info.Checkpoint, info.Provenance, info.Parameters }, Json);
+        });
         app.MapGet("/healthz", (ModelHost host) => host.Loaded.Count > 0
             ? Results.Json(new { status = "ok", models = host.Loaded.Select(m => new { m.Key, m.Provenance }) }, Json)
             : Results.Json(new

@@ -263,9 +263,10 @@ public sealed class ContinuousBatcher : IDisposable
 
     private void Finish(int slot, Request request, Exception? error)
     {
-        request.Tokens.Writer.TryComplete(error);
+        // Free the slot before completing the stream, so whoever sees the end also sees the slot free.
         _slots[slot] = null;
         _cache.Release(slot);
+        request.Tokens.Writer.TryComplete(error);
     }
 
     public void Dispose()
@@ -274,8 +275,9 @@ public sealed class ContinuousBatcher : IDisposable
         _stopping.Cancel();
         _loop.Join();
         _cache.Dispose();
-        _stopping.Dispose();
-        _wake.Dispose();
+        // _wake is not disposed: a consumer may still be reading tokens the engine produced before it stopped,
+        // and its stream signals _wake when it ends. A SemaphoreSlim whose wait handle was never used holds no
+        // operating-system resource, so leaving it to the GC costs nothing.
     }
 
     private sealed class Request(int[] prompt, TokenSampler sampler)

@@ -48,6 +48,9 @@ public sealed class ClusterFixture : IDisposable
 
     public TestCluster Cluster { get; }
 
+    /// <summary>The silo's checkpoint directory (one sub-directory per served size).</summary>
+    public string CheckpointDirectory => _directory.Path;
+
     /// <summary>A client for the HTTP API.</summary>
     public HttpClient Api { get; }
 

@@ -83,7 +83,7 @@ public sealed class HttpApiTests(ClusterFixture fixture)
     {
         await _http.PostAsJsonAsync("/v1/completions", new { model = "tiny", prompt = "x", max_tokens = 1 }); // loads it
         var models = await _http.GetFromJsonAsync<JsonElement>("/v1/models");
-        Assert.Equal(["tiny"], models.GetProperty("data").EnumerateArray().Select(m => m.GetProperty("id").GetString()));
+        Assert.Contains("tiny", models.GetProperty("data").EnumerateArray().Select(m => m.GetProperty("id").GetString()));
         var health = await _http.GetAsync("/healthz");
         Assert.Equal(HttpStatusCode.OK, health.StatusCode);
         Assert.Contains("untrained: grain test model", await health.Content.ReadAsStringAsync());
