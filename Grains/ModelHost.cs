@@ -117,6 +117,7 @@ public sealed class ModelHost(IOptions<ModelHostOptions> options) : IDisposable
             MaxQueue = o.MaxQueue,
             MaxPromptTokens = Math.Min(o.MaxPromptTokens, model.Config.BlockSize - 1),
             MaxNewTokens = o.MaxNewTokens,
+            Name = key,
         });
         var info = new ModelInfo(key, size, device, Path.GetFullPath(Gpt2Checkpoint.Resolve(directory)), $"{provenance.Kind}: {provenance.Description}", model.Config.ParameterCount);
         return new Served(model, engine, info);

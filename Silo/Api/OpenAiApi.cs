@@ -31,6 +31,7 @@ public static class OpenAiApi
 
     public static IEndpointRouteBuilder MapOrleansGptApi(this IEndpointRouteBuilder app)
     {
+        app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapPost("/v1/completions", Completions);
         app.MapPost("/v1/abstracts", Abstracts);
         app.MapGet("/v1/models", (ModelHost host) => Results.Json(new

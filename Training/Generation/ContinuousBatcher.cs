@@ -29,6 +29,9 @@ public sealed record BatcherOptions
 
     /// <summary>Suggested wait for a refused request.</summary>
     public TimeSpan RetryAfter { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>The model's name in metrics (e.g. "small@cpu:0").</summary>
+    public string Name { get; init; } = "model";
 }
 
 /// <summary>One generated token of a request, in order; the last one carries why the request ended.</summary>
@@ -75,6 +78,7 @@ public sealed class ContinuousBatcher : IDisposable
         model.eval();
         _loop = new Thread(Loop) { IsBackground = true, Name = "ContinuousBatcher" };
         _loop.Start();
+        ServingMetrics.Register(this, options.Name);
     }
 
     /// <summary>Requests waiting for a slot.</summary>
@@ -251,6 +255,14 @@ public sealed class ContinuousBatcher : IDisposable
 
     private void Emit(int slot, Request request, int token)
     {
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        var model = new KeyValuePair<string, object?>("model", _options.Name);
+        if (request.Generated == 0)
+            ServingMetrics.TimeToFirstToken.Record(System.Diagnostics.Stopwatch.GetElapsedTime(request.Arrived, now).TotalSeconds, model);
+        else
+            ServingMetrics.InterTokenLatency.Record(System.Diagnostics.Stopwatch.GetElapsedTime(request.LastAt, now).TotalSeconds, model);
+        ServingMetrics.GeneratedTokens.Add(1, model);
+        request.LastAt = now;
         request.Last = token;
         request.Generated++;
         FinishReason? finish = token == Gpt2Tokenizer.EndOfText ? FinishReason.Stop
@@ -272,6 +284,7 @@ public sealed class ContinuousBatcher : IDisposable
     public void Dispose()
     {
         if (_stopping.IsCancellationRequested) return;
+        ServingMetrics.Unregister(this);
         _stopping.Cancel();
         _loop.Join();
         _cache.Dispose();
@@ -286,6 +299,8 @@ public sealed class ContinuousBatcher : IDisposable
         public TokenSampler Sampler { get; } = sampler;
         public Channel<StreamedToken> Tokens { get; } = Channel.CreateUnbounded<StreamedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         public volatile bool Abandoned;
+        public long Arrived { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
+        public long LastAt;
         public long Order;
         public int Prefilled;
         public bool Decoding;

@@ -36,6 +36,7 @@ public sealed class ClusterFixture : IDisposable
         web.WebHost.UseUrls("http://127.0.0.1:0");
         web.Logging.SetMinimumLevel(LogLevel.Warning);
         web.Services.AddSingleton<IGrainFactory>(Cluster.Client);
+        web.Services.AddOrleansGptApi();
         var silo = (InProcessSiloHandle)Cluster.Primary!;
         web.Services.AddSingleton(silo.SiloHost.Services.GetRequiredService<ModelHost>());
         _api = web.Build();

@@ -90,6 +90,18 @@ public sealed class HttpApiTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task MetricsAreServedInPrometheusTextFormat()
+    {
+        await _http.PostAsJsonAsync("/v1/completions", new { model = "tiny", prompt = "We", max_tokens = 4, seed = 1 });
+        var response = await _http.GetAsync("/metrics");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        string text = await response.Content.ReadAsStringAsync();
+        foreach (var name in new[] { "orleansgpt_queue_depth", "orleansgpt_running_batch", "orleansgpt_generated_tokens", "orleansgpt_time_to_first_token_seconds_bucket", "orleansgpt_inter_token_latency_seconds_bucket" })
+            Assert.Contains(name, text);
+        Assert.Contains("model=\"tiny@cpu:0\"", text);
+    }
+
+    [Fact]
     public async Task AbstractsCanUseASessionsSettingsAndHistory()
     {
         var direct = await (await _http.PostAsJsonAsync("/v1/abstracts", new { category = "CV", title = "Seeing Cats", settings = new { max_tokens = 8, seed = 3 } })).Content.ReadFromJsonAsync<JsonElement>();
