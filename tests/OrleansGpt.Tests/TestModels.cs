@@ -1,4 +1,5 @@
 using OrleansGpt.Training.Model;
+using OrleansGpt.Training.Text;
 using static TorchSharp.torch;
 
 namespace OrleansGpt.Tests;
@@ -8,6 +9,18 @@ internal static class TestModels
 {
     /// <summary>Two layers, 64 wide, a 300-token vocabulary: milliseconds per forward on CPU.</summary>
     public static GptConfig Tiny { get; } = new() { VocabSize = 300, BlockSize = 64, Layers = 2, Heads = 4, Embedding = 64, Dropout = 0 };
+
+    /// <summary>As small as a model gets but with GPT-2's full vocabulary, for anything that reads real tokens
+    /// (prepared data, titles through the tokenizer).</summary>
+    public static GptConfig TinyGpt2Vocabulary { get; } = new() { VocabSize = Gpt2Tokenizer.VocabSize, BlockSize = 64, Layers = 2, Heads = 2, Embedding = 32, Dropout = 0 };
+
+    /// <summary>Reads a stream to its end.</summary>
+    public static async Task<List<T>> CollectAsync<T>(IAsyncEnumerable<T> stream)
+    {
+        var items = new List<T>();
+        await foreach (var item in stream) items.Add(item);
+        return items;
+    }
 
     /// <summary>A randomly initialised model in eval mode, every parameter (biases and LayerNorms included)
     /// perturbed so that a misplaced or transposed tensor changes the output.</summary>

@@ -18,7 +18,7 @@ public sealed class ContinuousBatcherTests
 
         using var batcher = new ContinuousBatcher(model, s_options);
         // Four requests of different prompt lengths, prefilled in chunks of 3 while others decode.
-        var streams = prompts.Select(p => Collect(batcher.GenerateAsync(p, SamplingSettings.Greedy with { MaxNewTokens = 20 }))).ToArray();
+        var streams = prompts.Select(p => TestModels.CollectAsync(batcher.GenerateAsync(p, SamplingSettings.Greedy with { MaxNewTokens = 20 }))).ToArray();
         var results = await Task.WhenAll(streams);
         for (int i = 0; i < prompts.Length; i++)
         {
@@ -36,7 +36,7 @@ public sealed class ContinuousBatcherTests
         var longStream = batcher.GenerateAsync([1, 2, 3], new SamplingSettings { MaxNewTokens = 60, Seed = 1 }).GetAsyncEnumerator();
         for (int i = 0; i < 5; i++) Assert.True(await longStream.MoveNextAsync());
 
-        var shortOne = await Collect(batcher.GenerateAsync([4, 5], new SamplingSettings { MaxNewTokens = 4, Seed = 2 }));
+        var shortOne = await TestModels.CollectAsync(batcher.GenerateAsync([4, 5], new SamplingSettings { MaxNewTokens = 4, Seed = 2 }));
         var longOne = new List<StreamedToken>();
         while (await longStream.MoveNextAsync()) longOne.Add(longStream.Current);
         await longStream.DisposeAsync();
@@ -63,7 +63,7 @@ public sealed class ContinuousBatcherTests
         });
         Assert.Equal(3, received);
         // With one slot, this can only run once the cancelled request's slot is free.
-        var next = await Collect(batcher.GenerateAsync([3], new SamplingSettings { MaxNewTokens = 5, Seed = 2 })).WaitAsync(TimeSpan.FromSeconds(30));
+        var next = await TestModels.CollectAsync(batcher.GenerateAsync([3], new SamplingSettings { MaxNewTokens = 5, Seed = 2 })).WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(5, next.Count);
         Assert.Equal(0, batcher.Running);
     }
@@ -93,7 +93,7 @@ public sealed class ContinuousBatcherTests
         Assert.Equal(10 - accepted.Count, refusals.Count);
         Assert.All(refusals, e => Assert.Equal(TimeSpan.FromSeconds(1), e.RetryAfter));
         foreach (var stream in accepted)
-            Assert.Equal(60, (await Collect(stream)).Count); // what was accepted runs to the end
+            Assert.Equal(60, (await TestModels.CollectAsync(stream)).Count); // what was accepted runs to the end
     }
 
     [Fact]
@@ -114,10 +114,10 @@ public sealed class ContinuousBatcherTests
         using var model = TestModels.Random();
         using var batcher = new ContinuousBatcher(model, s_options);
         var settings = new SamplingSettings { TopP = 0.9, Temperature = 1.1, MaxNewTokens = 30, Seed = 99 };
-        var alone = await Collect(batcher.GenerateAsync([5, 6, 7, 8], settings));
+        var alone = await TestModels.CollectAsync(batcher.GenerateAsync([5, 6, 7, 8], settings));
 
-        var load = Enumerable.Range(0, 3).Select(i => Collect(batcher.GenerateAsync([.. Enumerable.Range(10 + i, 3 + i * 4)], settings with { Seed = i }))).ToList();
-        var loaded = await Collect(batcher.GenerateAsync([5, 6, 7, 8], settings));
+        var load = Enumerable.Range(0, 3).Select(i => TestModels.CollectAsync(batcher.GenerateAsync([.. Enumerable.Range(10 + i, 3 + i * 4)], settings with { Seed = i }))).ToList();
+        var loaded = await TestModels.CollectAsync(batcher.GenerateAsync([5, 6, 7, 8], settings));
         await Task.WhenAll(load);
         Assert.Equal(alone.Select(t => t.Token), loaded.Select(t => t.Token));
     }
@@ -136,10 +136,4 @@ public sealed class ContinuousBatcherTests
         Assert.True(diff < 1e-5f, $"max |diff| {diff}");
     }
 
-    private static async Task<List<StreamedToken>> Collect(IAsyncEnumerable<StreamedToken> stream)
-    {
-        var tokens = new List<StreamedToken>();
-        await foreach (var t in stream) tokens.Add(t);
-        return tokens;
-    }
 }

@@ -20,9 +20,8 @@ public sealed class ClusterFixture : IDisposable
 
     public ClusterFixture()
     {
-        // GPT-2's vocabulary (the session grain tokenizes titles), otherwise as small as a model gets.
-        var config = new GptConfig { VocabSize = Gpt2Tokenizer.VocabSize, BlockSize = 64, Layers = 2, Heads = 2, Embedding = 32, Dropout = 0 };
-        using (var model = TestModels.Random(config, seed: 5))
+        // GPT-2's vocabulary: the session grain tokenizes titles.
+        using (var model = TestModels.Random(TestModels.TinyGpt2Vocabulary, seed: 5))
             Gpt2Checkpoint.Save(model, Path.Combine(_directory.Path, "tiny"), new ModelProvenance("untrained", "grain test model"));
         s_checkpoints = _directory.Path;
 

@@ -13,7 +13,7 @@ public sealed class GrainTests(ClusterFixture fixture)
     public async Task AModelGrainStreamsTextThatDecodesItsTokens()
     {
         int[] prompt = PaperFormat.EncodePrompt(Gpt2Tokenizer.Shared, ArxivCategory.CL, "Attention Is All You Need");
-        var chunks = await Collect(_grains.GetGrain<IModelGrain>("tiny@cpu:0").GenerateAsync(new GenerationRequest(prompt, new SamplingOptions(MaxTokens: 25, Seed: 3))));
+        var chunks = await TestModels.CollectAsync(_grains.GetGrain<IModelGrain>("tiny@cpu:0").GenerateAsync(new GenerationRequest(prompt, new SamplingOptions(MaxTokens: 25, Seed: 3))));
 
         Assert.NotEmpty(chunks);
         Assert.All(chunks[..^1], c => Assert.Null(c.FinishReason));
@@ -21,7 +21,7 @@ public sealed class GrainTests(ClusterFixture fixture)
         var tokens = chunks.SelectMany(c => c.Tokens).Where(t => t != Gpt2Tokenizer.EndOfText).ToArray();
         Assert.Equal(Gpt2Tokenizer.Shared.Decode(tokens), string.Concat(chunks.Select(c => c.Text)));
 
-        var again = await Collect(_grains.GetGrain<IModelGrain>("tiny@cpu:0").GenerateAsync(new GenerationRequest(prompt, new SamplingOptions(MaxTokens: 25, Seed: 3))));
+        var again = await TestModels.CollectAsync(_grains.GetGrain<IModelGrain>("tiny@cpu:0").GenerateAsync(new GenerationRequest(prompt, new SamplingOptions(MaxTokens: 25, Seed: 3))));
         Assert.Equal(chunks.SelectMany(c => c.Tokens), again.SelectMany(c => c.Tokens)); // seeded: reproducible
     }
 
@@ -66,26 +66,20 @@ public sealed class GrainTests(ClusterFixture fixture)
     {
         var session = _grains.GetGrain<ISessionGrain>("bob");
         await session.UpdateSettingsAsync(new SessionSettings("AI", "tiny", new SamplingOptions(MaxTokens: 6)));
-        var text = string.Concat(await Collect(session.WriteAbstractAsync("Knowledge Patterns")));
+        var text = string.Concat(await TestModels.CollectAsync(session.WriteAbstractAsync("Knowledge Patterns")));
         var history = await session.GetHistoryAsync();
         var entry = Assert.Single(history);
         Assert.Equal(("AI", "Knowledge Patterns", text.Trim()), (entry.Category, entry.Title, entry.Abstract));
 
         // The recorded seed reproduces the abstract.
         await session.UpdateSettingsAsync(new SessionSettings("AI", "tiny", new SamplingOptions(MaxTokens: 6, Seed: entry.Seed)));
-        Assert.Equal(text, string.Concat(await Collect(session.WriteAbstractAsync("Knowledge Patterns"))));
+        Assert.Equal(text, string.Concat(await TestModels.CollectAsync(session.WriteAbstractAsync("Knowledge Patterns"))));
 
         for (int i = 0; i < 21; i++)
-            await Collect(session.WriteAbstractAsync($"Title {i}"));
+            await TestModels.CollectAsync(session.WriteAbstractAsync($"Title {i}"));
         history = await session.GetHistoryAsync();
         Assert.Equal(20, history.Count);
         Assert.Equal("Title 20", history[^1].Title);
     }
 
-    private static async Task<List<T>> Collect<T>(IAsyncEnumerable<T> stream)
-    {
-        var items = new List<T>();
-        await foreach (var item in stream) items.Add(item);
-        return items;
-    }
 }

@@ -8,8 +8,6 @@ namespace OrleansGpt.Tests.Grains;
 [Collection(nameof(ClusterCollection))]
 public sealed class HotReloadTests(ClusterFixture fixture)
 {
-    private static readonly GptConfig s_config = new() { VocabSize = Gpt2Tokenizer.VocabSize, BlockSize = 64, Layers = 2, Heads = 2, Embedding = 32, Dropout = 0 };
-
     [Fact]
     public async Task ReloadingServesTheNewWeightsWhileARunningStreamFinishes()
     {
@@ -49,14 +47,10 @@ public sealed class HotReloadTests(ClusterFixture fixture)
 
     private static void Write(string directory, long seed, string description)
     {
-        using var model = TestModels.Random(s_config, seed);
+        using var model = TestModels.Random(TestModels.TinyGpt2Vocabulary, seed);
         Gpt2Checkpoint.Save(model, directory, new ModelProvenance("untrained", description));
     }
 
-    private static async Task<List<int>> Tokens(IAsyncEnumerable<GeneratedChunk> stream)
-    {
-        var tokens = new List<int>();
-        await foreach (var chunk in stream) tokens.AddRange(chunk.Tokens);
-        return tokens;
-    }
+    private static async Task<List<int>> Tokens(IAsyncEnumerable<GeneratedChunk> stream) =>
+        [.. (await TestModels.CollectAsync(stream)).SelectMany(c => c.Tokens)];
 }

@@ -13,7 +13,7 @@ public sealed class TrainingTests
 {
     /// <summary>A model small enough to train for a few steps in a test, with GPT-2's full vocabulary so it can
     /// read prepared data.</summary>
-    private static readonly GptConfig s_config = new() { VocabSize = Gpt2Tokenizer.VocabSize, BlockSize = 64, Layers = 2, Heads = 2, Embedding = 32, Dropout = 0 };
+    private static readonly GptConfig s_config = TestModels.TinyGpt2Vocabulary;
 
     [Fact]
     public void TheChunkedLossAndItsGradientsEqualAPlainCrossEntropyOverAllLogits()
