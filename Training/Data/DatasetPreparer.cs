@@ -133,15 +133,6 @@ public static partial class DatasetPreparer
         return stats;
     }
 
-    /// <summary>Reads a prepared directory's stats.json.</summary>
-    public static PrepareStats ReadStats(string directory)
-    {
-        string path = Path.Combine(directory, StatsJson);
-        if (!File.Exists(path))
-            throw new FileNotFoundException($"{directory} is not a prepared data directory (no {StatsJson}); run the prepare command first", path);
-        return JsonSerializer.Deserialize<PrepareStats>(File.ReadAllText(path), s_json)!;
-    }
-
     /// <summary>
     /// The split of an arXiv id: a SHA-256 of "seed:id" read as a fraction in [0, 1). Depends on nothing but the
     /// id and the seed, so a paper stays in its split however the input files change.

@@ -1,7 +1,5 @@
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
-using System.Runtime.InteropServices;
 using OrleansGpt.Training.Numerics;
-using static TorchSharp.torch;
 
 namespace OrleansGpt.Training.Generation;
 
@@ -61,13 +59,6 @@ public sealed class TokenSampler
                 return _ids[i];
         }
         return _ids[n - 1]; // u landed in the rounding gap at the very end
-    }
-
-    /// <summary>Picks the next token from a tensor row (V) of any dtype or device.</summary>
-    public int Next(Tensor logits)
-    {
-        using var row = logits.to(ScalarType.Float32, CPU).contiguous();
-        return Next(MemoryMarshal.Cast<byte, float>(row.bytes));
     }
 
     /// <summary>

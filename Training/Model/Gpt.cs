@@ -233,9 +233,6 @@ public sealed class KvCache : IKvCache, IDisposable
 
     public void Advance(int t) => Length += t;
 
-    /// <summary>Forgets all positions (the buffers are reused).</summary>
-    public void Reset() => Length = 0;
-
     public void Dispose()
     {
         foreach (var t in _keys) t.Dispose();
