@@ -3,7 +3,6 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using OrleansGpt.Training.Model;
-using OrleansGpt.Training.Text;
 using static TorchSharp.torch;
 
 namespace OrleansGpt.Training.Generation;
@@ -106,9 +105,7 @@ public sealed class ContinuousBatcher : IDisposable
             throw new ArgumentException($"The prompt has {prompt.Length} tokens; the limit is {_options.MaxPromptTokens}", nameof(prompt));
         if (settings.MaxNewTokens > _options.MaxNewTokens)
             throw new ArgumentOutOfRangeException(nameof(settings), settings.MaxNewTokens, $"max_tokens is limited to {_options.MaxNewTokens}");
-        foreach (int id in prompt)
-            if ((uint)id >= (uint)_model.Config.VocabSize)
-                throw new ArgumentOutOfRangeException(nameof(prompt), id, $"token id outside the model's vocabulary of {_model.Config.VocabSize}");
+        SequenceRules.CheckInVocabulary(_model.Config, prompt, nameof(prompt));
         ObjectDisposedException.ThrowIf(_stopping.IsCancellationRequested, this);
 
         if (Interlocked.Increment(ref _queued) > _options.MaxQueue)
@@ -265,9 +262,7 @@ public sealed class ContinuousBatcher : IDisposable
         request.LastAt = now;
         request.Last = token;
         request.Generated++;
-        FinishReason? finish = token == Gpt2Tokenizer.EndOfText ? FinishReason.Stop
-            : request.Generated >= request.Sampler.Settings.MaxNewTokens || _cache.Length(slot) >= _cache.Capacity ? FinishReason.Length
-            : null;
+        var finish = SequenceRules.FinishAfter(token, request.Generated, request.Sampler.Settings.MaxNewTokens, _cache.Length(slot) >= _cache.Capacity);
         request.Tokens.Writer.TryWrite(new StreamedToken(token, finish, Steps));
         if (finish is not null)
             Finish(slot, request, error: null);

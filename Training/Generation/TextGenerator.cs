@@ -15,6 +15,25 @@ public enum FinishReason
     Length,
 }
 
+/// <summary>The rules every decoding loop applies to a sequence, kept in one place.</summary>
+internal static class SequenceRules
+{
+    /// <summary>Why a sequence ends after its newest token, or null if it goes on: &lt;|endoftext|&gt; stops it; its
+    /// max new tokens or a full KV cache (the model's block size) cut it at length.</summary>
+    public static FinishReason? FinishAfter(int token, int generated, int maxNewTokens, bool cacheFull) =>
+        token == Gpt2Tokenizer.EndOfText ? FinishReason.Stop
+        : generated >= maxNewTokens || cacheFull ? FinishReason.Length
+        : null;
+
+    /// <summary>Throws naming the first prompt id outside the model's vocabulary.</summary>
+    public static void CheckInVocabulary(GptConfig config, IEnumerable<int> ids, string paramName)
+    {
+        foreach (int id in ids)
+            if ((uint)id >= (uint)config.VocabSize)
+                throw new ArgumentOutOfRangeException(paramName, id, $"token id outside the model's vocabulary of {config.VocabSize}");
+    }
+}
+
 /// <summary>One generated token of one sequence in a batch step.</summary>
 /// <param name="Row">Which sequence of the batch.</param>
 /// <param name="Token">The token id (&lt;|endoftext|&gt; included when the sequence stops on it).</param>
@@ -45,9 +64,7 @@ public sealed class TextGenerator(Gpt model)
         int blockSize = model.Config.BlockSize;
         if (promptLength >= blockSize)
             throw new ArgumentOutOfRangeException(nameof(prompts), $"A prompt of {promptLength} tokens leaves no room to generate within the block size {blockSize}");
-        foreach (int id in prompts.SelectMany(p => p))
-            if (id < 0 || id >= model.Config.VocabSize)
-                throw new ArgumentOutOfRangeException(nameof(prompts), id, $"token id outside the model's vocabulary of {model.Config.VocabSize}");
+        SequenceRules.CheckInVocabulary(model.Config, prompts.SelectMany(p => p), nameof(prompts));
 
         int batch = prompts.Count;
         int maxNew = samplers.Max(s => s.Settings.MaxNewTokens);
@@ -81,9 +98,7 @@ public sealed class TextGenerator(Gpt model)
                         int token = samplers[row].Next(rows.Slice(row * vocab, vocab));
                         chosen[row] = last[row] = token;
                         generated[row]++;
-                        FinishReason? finish = token == Gpt2Tokenizer.EndOfText ? FinishReason.Stop
-                            : generated[row] >= samplers[row].Settings.MaxNewTokens || cache.Length >= capacity ? FinishReason.Length
-                            : null;
+                        var finish = SequenceRules.FinishAfter(token, generated[row], samplers[row].Settings.MaxNewTokens, cache.Length >= capacity);
                         if (finish is not null)
                         {
                             done[row] = true;
