@@ -55,10 +55,7 @@ public sealed class PipelineCliTests
         string data = TestData.Prepared(dir.Path);
         string[] train = ["train", "--data", data, "--out", dir.Sub("run"), "--model", "tiny", "--block-size", "32", "--batch-size", "2", "--max-steps", "60", "--lr", "1e-3", "--eval-blocks", "1", "--log-every", "1"];
 
-        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "OrleansGpt.Training.dll"));
-        foreach (var a in train) start.ArgumentList.Add(a);
-        using var process = System.Diagnostics.Process.Start(start)!;
+        using var process = Start(train);
         var stderr = process.StandardError.ReadToEndAsync();
         string? line;
         while ((line = process.StandardOutput.ReadLine()) is not null && !line.StartsWith("step 2/", StringComparison.Ordinal)) { }
