@@ -93,18 +93,10 @@ public static class OpenAiApi
         string? finish = null;
         var text = new System.Text.StringBuilder();
         bool stream = request.Stream == true;
-
-        await using var enumerator = chunks.GetAsyncEnumerator(stopped.Token);
         try
         {
-            // The first chunk is awaited before any response is written, so validation and busy errors still
-            // become proper HTTP errors rather than a broken event stream.
-            bool more = await enumerator.MoveNextAsync();
-            if (stream)
-                StartEventStream(http);
-            while (more)
+            bool relayed = await RelayAsync(http, chunks, stream, async chunk =>
             {
-                var chunk = enumerator.Current;
                 completionTokens += chunk.Tokens.Length;
                 string piece = filter.Push(chunk.Text) + (chunk.FinishReason is not null ? filter.Flush() : "");
                 finish = filter.Stopped ? "stop" : chunk.FinishReason;
@@ -112,18 +104,13 @@ public static class OpenAiApi
                     await Event(http, new CompletionChunk(id, "text_completion", created, request.Model, [new Choice(piece, 0, null, finish)], null));
                 else
                     text.Append(piece);
-                if (filter.Stopped)
-                {
-                    stopped.Cancel(); // frees the batch slot now, not at max_tokens
-                    break;
-                }
-                more = await enumerator.MoveNextAsync();
-            }
-        }
-        catch (Exception e) when (!http.Response.HasStarted && e is ArgumentException or ModelBusyException)
-        {
-            await Failure(http, e);
-            return;
+                if (!filter.Stopped)
+                    return true;
+                stopped.Cancel(); // frees the batch slot now, not at max_tokens
+                return false;
+            }, stopped.Token);
+            if (!relayed)
+                return;
         }
         catch (OperationCanceledException) when (filter.Stopped || http.RequestAborted.IsCancellationRequested)
         {
@@ -174,31 +161,46 @@ public static class OpenAiApi
             return;
         }
 
-        await using var enumerator = pieces.GetAsyncEnumerator(http.RequestAborted);
         var text = new System.Text.StringBuilder();
-        try
+        bool relayed = await RelayAsync(http, pieces, request.Stream == true, async piece =>
         {
-            bool more = await enumerator.MoveNextAsync();
             if (request.Stream == true)
-                StartEventStream(http);
-            while (more)
-            {
-                if (request.Stream == true)
-                    await Event(http, new { text = enumerator.Current });
-                else
-                    text.Append(enumerator.Current);
-                more = await enumerator.MoveNextAsync();
-            }
-        }
-        catch (Exception e) when (!http.Response.HasStarted && e is ArgumentException or ModelBusyException)
-        {
-            await Failure(http, e);
+                await Event(http, new { text = piece });
+            else
+                text.Append(piece);
+            return true;
+        }, http.RequestAborted);
+        if (!relayed)
             return;
-        }
         if (request.Stream == true)
             await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
         else
             await http.Response.WriteAsJsonAsync(new { request.Category, title = request.Title, model, @abstract = text.ToString().Trim() }, Json);
+    }
+
+    /// <summary>
+    /// Hands each item of <paramref name="source"/> to <paramref name="each"/> (which returns false to stop early).
+    /// The first item is awaited before anything is written, so a request the model refuses (bad input, busy)
+    /// still gets a proper HTTP error instead of a broken event stream; only then does a streamed response open
+    /// its event stream. Returns false when the request was refused and the error already written.
+    /// </summary>
+    private static async Task<bool> RelayAsync<T>(HttpContext http, IAsyncEnumerable<T> source, bool stream, Func<T, Task<bool>> each, CancellationToken cancellationToken)
+    {
+        await using var items = source.GetAsyncEnumerator(cancellationToken);
+        try
+        {
+            bool more = await items.MoveNextAsync();
+            if (stream)
+                StartEventStream(http);
+            while (more && await each(items.Current))
+                more = await items.MoveNextAsync();
+            return true;
+        }
+        catch (Exception e) when (!http.Response.HasStarted && e is ArgumentException or ModelBusyException)
+        {
+            await Failure(http, e);
+            return false;
+        }
     }
 
     private static async IAsyncEnumerable<string> Texts(IAsyncEnumerable<GeneratedChunk> chunks)
