@@ -5,8 +5,8 @@ using OrleansGpt.Grains.Interfaces;
 namespace OrleansGpt.Client;
 
 /// <summary>
-/// Load against a running silo through the model grain: for each concurrency, that many workers send requests
-/// back to back; prints aggregate tokens/s and requests/s, time to first token and inter-token latency
+/// Load against a running cluster through the model grains: for each concurrency, that many workers send requests
+/// back to back, each to the replica the router picks (the least loaded); prints aggregate tokens/s and requests/s, time to first token and inter-token latency
 /// (p50/p99), and failures.
 /// </summary>
 public static class BenchCommand
@@ -14,9 +14,13 @@ public static class BenchCommand
     public static async Task<int> RunAsync(int[] concurrencies, int requests, int maxTokens, int promptTokens, string model, TextWriter output)
     {
         await using var connection = await ClusterConnection.ConnectAsync();
-        var grain = connection.Cluster.GetGrain<IModelGrain>($"{model}@cpu:0");
-        var info = await grain.GetInfoAsync();
-        output.WriteLine($"{info.Key}: {info.Parameters:N0} parameters ({info.Provenance}); {promptTokens}-token prompts, {maxTokens} new tokens, top-p 0.9");
+        var router = connection.Cluster.GetGrain<IModelRouterGrain>(0);
+        var replicas = (await router.GetReplicasAsync()).Where(r => r.Size == model).ToList();
+        if (replicas.Count == 0)
+            throw new ArgumentException($"No silo serves '{model}'");
+        var info = await connection.Cluster.GetGrain<IModelGrain>(replicas[0].Key).GetInfoAsync();
+        output.WriteLine($"{model}: {replicas.Count} replica(s) ({string.Join(", ", replicas.Select(r => r.Key))}); {info.Parameters:N0} parameters ({info.Provenance}); " +
+            $"{promptTokens}-token prompts, {maxTokens} new tokens, top-p 0.9");
         output.WriteLine("| concurrency | requests | tok/s | req/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | failures |");
         output.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (int concurrency in concurrencies)
@@ -38,7 +42,8 @@ public static class BenchCommand
                     bool first = true;
                     try
                     {
-                        await foreach (var chunk in grain.GenerateAsync(new GenerationRequest(prompt, sampling)))
+                        string key = await router.PickReplicaAsync(model) ?? throw new ArgumentException($"No silo serves '{model}'");
+                        await foreach (var chunk in connection.Cluster.GetGrain<IModelGrain>(key).GenerateAsync(new GenerationRequest(prompt, sampling)))
                         {
                             double now = sw.Elapsed.TotalMilliseconds;
                             lock (ttft) (first ? ttft : itl).Add(first ? now : now - last);

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using OrleansGpt.Client;
+using OrleansGpt.Grains.Interfaces;
 
 // The Orleans client of a local silo (dotnet run --project Silo). It references only Grains.Interfaces.
 var root = new RootCommand("OrleansGpt client: chat for abstracts, model info and load bench against a local silo.");
@@ -13,13 +14,22 @@ chat.SetAction(async r =>
 });
 root.Subcommands.Add(chat);
 
-var key = new Argument<string>("model") { Description = "Model grain key, size@device (e.g. tiny@cpu:0)" };
-var info = new Command("info", "Describe a model grain: parameters, checkpoint and how it was made") { key };
+var key = new Argument<string>("model") { Description = "A size (every replica of it), or one model grain key: size@device or size@node/device", DefaultValueFactory = _ => "" };
+var info = new Command("info", "Describe the cluster's model replicas: where each runs, parameters, checkpoint and how it was made") { key };
 info.SetAction(async r =>
 {
     await using var connection = await ClusterConnection.ConnectAsync();
-    var i = await connection.Cluster.GetGrain<OrleansGpt.Grains.Interfaces.IModelGrain>(r.GetValue(key)!).GetInfoAsync();
-    Console.WriteLine($"{i.Key}: {i.Parameters:N0} parameters from {i.Checkpoint} ({i.Provenance})");
+    string wanted = r.GetValue(key)!;
+    var keys = wanted.Contains('@')
+        ? [wanted]
+        : (await connection.Cluster.GetGrain<IModelRouterGrain>(0).GetReplicasAsync()).Where(x => wanted.Length == 0 || x.Size == wanted).Select(x => x.Key).ToList();
+    if (keys.Count == 0)
+        throw new ArgumentException(wanted.Length == 0 ? "No silo serves any model yet" : $"No silo serves '{wanted}'");
+    foreach (var k in keys)
+    {
+        var i = await connection.Cluster.GetGrain<IModelGrain>(k).GetInfoAsync();
+        Console.WriteLine($"{i.Key} on silo {i.Silo}: {i.Parameters:N0} parameters from {i.Checkpoint} ({i.Provenance})");
+    }
     return 0;
 });
 root.Subcommands.Add(info);

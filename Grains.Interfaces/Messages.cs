@@ -28,9 +28,12 @@ public sealed record GeneratedChunk(
     [property: Id(1)] int[] Tokens,
     [property: Id(2)] string? FinishReason);
 
-/// <summary>What a model grain hosts and how its weights were made.</summary>
-/// <param name="Key">The grain key, "size@device".</param>
+/// <summary>What a model grain hosts, where, and how its weights were made.</summary>
+/// <param name="Key">The replica's full key, "size@node/device".</param>
+/// <param name="Node">The silo node that owns the device (ModelHost:Node).</param>
+/// <param name="Device">The device on that node: cpu:0, cuda:0, ...</param>
 /// <param name="Provenance">How the checkpoint was made: untrained, trained from scratch for N tokens, fine-tuned from ...</param>
+/// <param name="Silo">The address of the silo the grain runs on.</param>
 [GenerateSerializer, Immutable]
 public sealed record ModelInfo(
     [property: Id(0)] string Key,
@@ -38,7 +41,29 @@ public sealed record ModelInfo(
     [property: Id(2)] string Device,
     [property: Id(3)] string Checkpoint,
     [property: Id(4)] string Provenance,
-    [property: Id(5)] long Parameters);
+    [property: Id(5)] long Parameters,
+    [property: Id(6)] string Node,
+    [property: Id(7)] string Silo);
+
+/// <summary>How busy one model replica is right now: requests decoding, requests waiting, and its batch slots.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ModelLoad(
+    [property: Id(0)] int Running,
+    [property: Id(1)] int Queued,
+    [property: Id(2)] int Slots)
+{
+    /// <summary>Requests per slot, queued ones included: what "least loaded" compares.</summary>
+    public double Utilisation => (Running + Queued) / (double)Math.Max(1, Slots);
+}
+
+/// <summary>One model replica a silo advertises: a checkpoint size on one of its devices.</summary>
+/// <param name="Key">The model grain key, "size@node/device".</param>
+[GenerateSerializer, Immutable]
+public sealed record ReplicaInfo(
+    [property: Id(0)] string Key,
+    [property: Id(1)] string Size,
+    [property: Id(2)] string Node,
+    [property: Id(3)] string Device);
 
 /// <summary>A user's settings, kept by their session grain.</summary>
 /// <param name="Category">arXiv category for abstracts: AI, LG, CL or CV.</param>

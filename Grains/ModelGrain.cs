@@ -1,27 +1,35 @@
 using System.Runtime.CompilerServices;
 using Orleans.Concurrency;
 using OrleansGpt.Grains.Interfaces;
+using OrleansGpt.Grains.Placement;
 using OrleansGpt.Training.Generation;
 using OrleansGpt.Training.Text;
 
 namespace OrleansGpt.Grains;
 
 /// <summary>
-/// Serves one checkpoint size on one device (key "size@device") through the silo's <see cref="ModelHost"/>.
-/// The grain only validates and relays: decoding runs on the engine's own thread, and many requests stream
-/// through this activation at once (it is reentrant for that reason).
+/// Serves one checkpoint size on one device (key "size@[node/]device") through the silo's <see cref="ModelHost"/>,
+/// placed by <see cref="DevicePlacementDirector"/> on the silo that owns the device. The grain only validates
+/// and relays: decoding runs on the engine's own thread, and many requests stream through this activation at
+/// once (it is reentrant for that reason).
 /// </summary>
-[Reentrant]
+[Reentrant, DevicePlacement]
 public sealed class ModelGrain(ModelHost host) : Grain, IModelGrain
 {
     public ValueTask<ModelInfo> GetInfoAsync(CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(host.Get(this.GetPrimaryKeyString()).Info);
+        ValueTask.FromResult(host.Get(this.GetPrimaryKeyString()).Info with { Silo = RuntimeIdentity });
+
+    public ValueTask<ModelLoad> GetLoadAsync(CancellationToken cancellationToken = default)
+    {
+        var engine = host.Get(this.GetPrimaryKeyString()).Engine;
+        return ValueTask.FromResult(new ModelLoad(engine.Running, engine.Queued, engine.Slots));
+    }
 
     public async ValueTask<ModelInfo> ReloadAsync(CancellationToken cancellationToken = default)
     {
         string key = this.GetPrimaryKeyString();
         // Reading and converting a checkpoint takes seconds: off the grain's turn, on the thread pool.
-        return await Task.Run(() => host.Reload(key), cancellationToken);
+        return await Task.Run(() => host.Reload(key), cancellationToken) with { Silo = RuntimeIdentity };
     }
 
     public async IAsyncEnumerable<GeneratedChunk> GenerateAsync(GenerationRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)

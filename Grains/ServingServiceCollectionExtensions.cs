@@ -1,20 +1,36 @@
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using Orleans.Runtime.MembershipService.SiloMetadata;
+using OrleansGpt.Grains.Placement;
 
 namespace OrleansGpt.Grains;
 
-/// <summary>Registers what model and session grains need on a silo.</summary>
+/// <summary>Registers what model, router, session and training grains need on a silo.</summary>
 public static class ServingServiceCollectionExtensions
 {
-    /// <summary>Adds the <see cref="ModelHost"/> with options from the "ModelHost" configuration section,
-    /// validated at start.</summary>
-    public static IServiceCollection AddOrleansGptServing(this IServiceCollection services)
+    /// <summary>
+    /// Adds the <see cref="ModelHost"/> with options from the "ModelHost" configuration section (then
+    /// <paramref name="configure"/>), validated at start; publishes the silo's <see cref="DeviceInventory"/> in its
+    /// metadata and places model grains with <see cref="DevicePlacementDirector"/>. A device or replica setting that
+    /// does not fit throws here, before the silo joins the cluster.
+    /// </summary>
+    public static ISiloBuilder AddOrleansGptServing(this ISiloBuilder silo, Action<ModelHostOptions>? configure = null)
     {
-        services.AddOptions<ModelHostOptions>()
-            .BindConfiguration(nameof(ModelHost))
-            .Validate(o => o.Slots > 0 && o.MaxQueue >= 0 && o.MaxPromptTokens > 0 && o.MaxNewTokens > 0, "ModelHost: Slots, MaxPromptTokens and MaxNewTokens must be positive, MaxQueue >= 0")
+        var options = silo.Configuration.GetSection(nameof(ModelHost)).Get<ModelHostOptions>() ?? new ModelHostOptions();
+        configure?.Invoke(options);
+        var inventory = DeviceInventory.Create(options, ModelHost.FindCheckpointSizes(options.CheckpointDirectory));
+
+        var bound = silo.Services.AddOptions<ModelHostOptions>().BindConfiguration(nameof(ModelHost));
+        if (configure is not null)
+            bound.Configure(configure);
+        bound.Validate(o => o.Slots > 0 && o.MaxQueue >= 0 && o.MaxPromptTokens > 0 && o.MaxNewTokens > 0, "ModelHost: Slots, MaxPromptTokens and MaxNewTokens must be positive, MaxQueue >= 0")
             .Validate(o => o.Precision is "fp32" or "bf16", "ModelHost:Precision must be fp32 or bf16")
             .ValidateOnStart();
-        services.AddSingleton<ModelHost>();
-        return services;
+        silo.Services.AddSingleton(inventory);
+        silo.Services.AddSingleton<ModelHost>();
+        silo.UseSiloMetadata(inventory.ToMetadata());
+        silo.AddPlacementDirector<DevicePlacement, DevicePlacementDirector>();
+        return silo;
     }
 }

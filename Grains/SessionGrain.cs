@@ -47,7 +47,9 @@ public sealed class SessionGrain(
         int[] prompt = PaperFormat.EncodePrompt(Gpt2Tokenizer.Shared, category, title); // throws for an empty title
         // A session records the seed of every abstract, so any of them can be reproduced.
         long seed = settings.Sampling.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
-        var model = grains.GetGrain<IModelGrain>($"{settings.ModelSize}@cpu:0");
+        string key = await grains.GetGrain<IModelRouterGrain>(0).PickReplicaAsync(settings.ModelSize, cancellationToken)
+            ?? throw new ArgumentException($"No silo serves the '{settings.ModelSize}' model; pick another size with /model");
+        var model = grains.GetGrain<IModelGrain>(key);
         var text = new StringBuilder();
         await foreach (var chunk in model.GenerateAsync(new GenerationRequest(prompt, settings.Sampling with { Seed = seed }), cancellationToken))
         {

@@ -2,25 +2,26 @@ using OrleansGpt.Grains.Interfaces;
 
 namespace OrleansGpt.Silo;
 
-/// <summary>Loads every checkpoint found at start-up (through its model grain), so the first request does not
-/// pay for it and /healthz reports ready once a model is served.</summary>
+/// <summary>Loads this silo's replicas at start-up (through their model grains, which the placement director puts
+/// here because this silo owns their devices), so the first request does not pay for it and /healthz reports
+/// ready once a model is served.</summary>
 public sealed partial class ModelPreloader(OrleansGpt.Grains.ModelHost host, IGrainFactory grains, ILogger<ModelPreloader> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var sizes = host.AvailableSizes();
-        if (sizes.Count == 0)
+        var replicas = host.Inventory.Replicas;
+        if (replicas.Count == 0)
             NoCheckpoints(host.CheckpointDirectory);
-        foreach (var size in sizes)
+        foreach (var replica in replicas)
         {
             try
             {
-                var info = await grains.GetGrain<IModelGrain>($"{size}@cpu:0").GetInfoAsync(stoppingToken);
+                var info = await grains.GetGrain<IModelGrain>(replica.ToString()).GetInfoAsync(stoppingToken);
                 Loaded(info.Key, info.Parameters, info.Provenance);
             }
-            catch (ArgumentException e)
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException)
             {
-                FailedToLoad(size, e.Message);
+                FailedToLoad(replica.ToString(), e.Message);
             }
         }
     }
@@ -31,6 +32,6 @@ public sealed partial class ModelPreloader(OrleansGpt.Grains.ModelHost host, IGr
     [LoggerMessage(2, LogLevel.Information, "Serving {Key}: {Parameters} parameters ({Provenance})")]
     private partial void Loaded(string key, long parameters, string provenance);
 
-    [LoggerMessage(3, LogLevel.Error, "Could not load the '{Size}' checkpoint: {Reason}")]
-    private partial void FailedToLoad(string size, string reason);
+    [LoggerMessage(3, LogLevel.Error, "Could not load {Replica}: {Reason}")]
+    private partial void FailedToLoad(string replica, string reason);
 }

@@ -11,7 +11,8 @@ namespace OrleansGpt.Silo.Api;
 /// Compatible with OpenAI's legacy Completions API (POST /v1/completions): model, prompt, max_tokens (default
 /// 16), temperature, top_p, seed, stop, n = 1, stream as Server-Sent Events in OpenAI's chunk format ending
 /// with "data: [DONE]", usage counts and OpenAI's error body, so existing OpenAI clients work against it.
-/// "model" names a checkpoint size (tiny, small, ...), served by the grain "size@cpu:0".
+/// "model" names a checkpoint size (tiny, small, ...); each request goes to the size's least-loaded replica, as
+/// the router grain picks it.
 /// </remarks>
 public static class OpenAiApi
 {
@@ -34,20 +35,26 @@ public static class OpenAiApi
         app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapPost("/v1/completions", Completions);
         app.MapPost("/v1/abstracts", Abstracts);
-        app.MapGet("/v1/models", (ModelHost host) => Results.Json(new
+        app.MapGet("/v1/models", async (IGrainFactory grains, HttpContext http) =>
         {
-            @object = "list",
-            data = host.AvailableSizes().Select(size => new { id = size, @object = "model", created = 0, owned_by = "orleansgpt" }),
-        }, Json));
-        app.MapPost("/v1/models/{size}/reload", async (string size, HttpContext http, IGrainFactory grains, ModelHost host) =>
-        {
-            if (!host.AvailableSizes().Contains(size))
+            var replicas = await grains.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(http.RequestAborted);
+            return Results.Json(new
             {
-                await Error(http, 404, $"No checkpoint for '{size}' under {host.CheckpointDirectory}", "size", "model_not_found");
+                @object = "list",
+                data = replicas.GroupBy(r => r.Size).Select(g => new { id = g.Key, @object = "model", created = 0, owned_by = "orleansgpt", replicas = g.Select(r => r.Key) }),
+            }, Json);
+        });
+        app.MapPost("/v1/models/{size}/reload", async (string size, HttpContext http, IGrainFactory grains) =>
+        {
+            // Every replica of the size, on every silo, loads the checkpoint again.
+            var replicas = (await grains.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(http.RequestAborted)).Where(r => r.Size == size).ToList();
+            if (replicas.Count == 0)
+            {
+                await Error(http, 404, $"No silo serves '{size}'", "size", "model_not_found");
                 return;
             }
-            var info = await grains.GetGrain<IModelGrain>($"{size}@cpu:0").ReloadAsync(http.RequestAborted);
-            await http.Response.WriteAsJsonAsync(new { id = size, info.Checkpoint, info.Provenance, info.Parameters }, Json);
+            var infos = await Task.WhenAll(replicas.Select(r => grains.GetGrain<IModelGrain>(r.Key).ReloadAsync(http.RequestAborted).AsTask()));
+            await http.Response.WriteAsJsonAsync(new { id = size, replicas = infos.Select(i => new { i.Key, i.Checkpoint, i.Provenance, i.Parameters }) }, Json);
         });
         app.MapGet("/healthz", (ModelHost host) => host.Loaded.Count > 0
             ? Results.Json(new { status = "ok", models = host.Loaded.Select(m => new { m.Key, m.Provenance }) }, Json)
@@ -62,13 +69,11 @@ public static class OpenAiApi
     }
 
     /// <summary>POST /v1/completions.</summary>
-    private static async Task Completions(HttpContext http, IGrainFactory grains, ModelHost host)
+    private static async Task Completions(HttpContext http, IGrainFactory grains)
     {
         var request = await ReadAsync<CompletionRequest>(http);
         if (request is null) return;
         if (request.N is not (null or 1)) { await Error(http, 400, "Only n = 1 is supported", "n"); return; }
-        if (string.IsNullOrEmpty(request.Model)) { await Error(http, 400, "model is required: one of " + string.Join(", ", host.AvailableSizes()), "model"); return; }
-        if (!host.AvailableSizes().Contains(request.Model)) { await Error(http, 404, $"The model '{request.Model}' does not exist; available: {string.Join(", ", host.AvailableSizes())}", "model", "model_not_found"); return; }
         int[]? prompt = ReadPrompt(request.Prompt);
         if (prompt is null) { await Error(http, 400, "prompt must be a string, an array of one string, or an array of token ids", "prompt"); return; }
         string[]? stops = ReadStops(request.Stop);
@@ -84,11 +89,14 @@ public static class OpenAiApi
             await Failure(http, e);
             return;
         }
+        var model = await ReplicaAsync(http, grains, request.Model);
+        if (model is null) return;
+        string size = request.Model!;
         string id = "cmpl-" + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var filter = new StopSequences(stops);
         using var stopped = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
-        var chunks = grains.GetGrain<IModelGrain>($"{request.Model}@cpu:0").GenerateAsync(new GenerationRequest(prompt, sampling), stopped.Token);
+        var chunks = model.GenerateAsync(new GenerationRequest(prompt, sampling), stopped.Token);
         int completionTokens = 0;
         string? finish = null;
         var text = new System.Text.StringBuilder();
@@ -101,7 +109,7 @@ public static class OpenAiApi
                 string piece = filter.Push(chunk.Text) + (chunk.FinishReason is not null ? filter.Flush() : "");
                 finish = filter.Stopped ? "stop" : chunk.FinishReason;
                 if (stream && (piece.Length > 0 || finish is not null))
-                    await Event(http, new CompletionChunk(id, "text_completion", created, request.Model, [new Choice(piece, 0, null, finish)], null));
+                    await Event(http, new CompletionChunk(id, "text_completion", created, size, [new Choice(piece, 0, null, finish)], null));
                 else
                     text.Append(piece);
                 if (!filter.Stopped)
@@ -120,22 +128,22 @@ public static class OpenAiApi
         if (stream)
         {
             if (request.StreamOptions?.IncludeUsage == true)
-                await Event(http, new CompletionChunk(id, "text_completion", created, request.Model, [], usage));
+                await Event(http, new CompletionChunk(id, "text_completion", created, size, [], usage));
             await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
             return;
         }
-        await http.Response.WriteAsJsonAsync(new CompletionChunk(id, "text_completion", created, request.Model, [new Choice(text.ToString(), 0, null, finish)], usage), Json);
+        await http.Response.WriteAsJsonAsync(new CompletionChunk(id, "text_completion", created, size, [new Choice(text.ToString(), 0, null, finish)], usage), Json);
     }
 
     /// <summary>POST /v1/abstracts: {category, title, settings, stream, session}. With a session, the session
     /// grain's settings apply and the abstract joins its history.</summary>
-    private static async Task Abstracts(HttpContext http, IGrainFactory grains, ModelHost host)
+    private static async Task Abstracts(HttpContext http, IGrainFactory grains)
     {
         var request = await ReadAsync<AbstractRequest>(http);
         if (request is null) return;
         if (string.IsNullOrWhiteSpace(request.Title)) { await Error(http, 400, "title is required", "title"); return; }
         IAsyncEnumerable<string> pieces;
-        string model;
+        string? model;
         try
         {
             if (request.Session is { Length: > 0 } session)
@@ -146,13 +154,20 @@ public static class OpenAiApi
             }
             else
             {
-                model = request.Model ?? host.AvailableSizes().FirstOrDefault() ?? "tiny";
                 var category = PaperFormat.ParseCategory(request.Category ?? "");
                 var s = request.Settings ?? new AbstractSettings(null, null, null, null, null);
                 var sampling = new SamplingOptions(s.TopP ?? 0.9, s.TopK ?? 0, s.Temperature ?? 1.0, s.MaxTokens ?? 256, s.Seed);
                 ModelGrain.ToSettings(sampling);
                 int[] prompt = PaperFormat.EncodePrompt(Gpt2Tokenizer.Shared, category, request.Title);
-                pieces = Texts(grains.GetGrain<IModelGrain>($"{model}@cpu:0").GenerateAsync(new GenerationRequest(prompt, sampling), http.RequestAborted));
+                // Without a model, a new session's size if the cluster serves it, else the first size it serves.
+                if ((model = request.Model) is null)
+                {
+                    var sizes = (await grains.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(http.RequestAborted)).Select(r => r.Size).ToList();
+                    model = sizes.Contains(SessionSettings.Default.ModelSize) ? SessionSettings.Default.ModelSize : sizes.FirstOrDefault();
+                }
+                var replica = await ReplicaAsync(http, grains, model);
+                if (replica is null) return;
+                pieces = Texts(replica.GenerateAsync(new GenerationRequest(prompt, sampling), http.RequestAborted));
             }
         }
         catch (ArgumentException e)
@@ -203,6 +218,22 @@ public static class OpenAiApi
         }
     }
 
+    /// <summary>The least-loaded replica serving <paramref name="size"/>; null once OpenAI's error, naming the sizes the
+    /// cluster serves, has been written.</summary>
+    private static async Task<IModelGrain?> ReplicaAsync(HttpContext http, IGrainFactory grains, string? size)
+    {
+        var router = grains.GetGrain<IModelRouterGrain>(0);
+        string? key = string.IsNullOrEmpty(size) ? null : await router.PickReplicaAsync(size, http.RequestAborted);
+        if (key is not null)
+            return grains.GetGrain<IModelGrain>(key);
+        string served = string.Join(", ", (await router.GetReplicasAsync(http.RequestAborted)).Select(r => r.Size).Distinct().DefaultIfEmpty("none"));
+        if (string.IsNullOrEmpty(size))
+            await Error(http, 400, $"model is required: one of {served}", "model");
+        else
+            await Error(http, 404, $"The model '{size}' does not exist; available: {served}", "model", "model_not_found");
+        return null;
+    }
+
     private static async IAsyncEnumerable<string> Texts(IAsyncEnumerable<GeneratedChunk> chunks)
     {
         await foreach (var chunk in chunks)
@@ -251,7 +282,7 @@ public static class OpenAiApi
     private static Task Failure(HttpContext http, Exception e) => e switch
     {
         ModelBusyException busy => Busy(http, busy),
-        ArgumentException a when a.Message.StartsWith("No checkpoint", StringComparison.Ordinal) => Error(http, 404, a.Message, "model", "model_not_found"),
+        ArgumentException a when a.Message.StartsWith("No checkpoint", StringComparison.Ordinal) || a.Message.StartsWith("No silo serves", StringComparison.Ordinal) => Error(http, 404, a.Message, "model", "model_not_found"),
         ArgumentException a => Error(http, 400, a.Message.Split(" (Parameter ")[0],
             a.ParamName is { } name ? s_parameterNames.GetValueOrDefault(name, name) : null),
         _ => throw e,

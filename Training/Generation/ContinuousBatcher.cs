@@ -86,6 +86,9 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>Requests holding a slot (prefilling or decoding).</summary>
     public int Running => _slots.Count(s => s is not null);
 
+    /// <summary>Requests that can decode at once.</summary>
+    public int Slots => _slots.Length;
+
     /// <summary>Whether the engine has been shut down.</summary>
     public bool IsDisposed => _stopping.IsCancellationRequested;
 

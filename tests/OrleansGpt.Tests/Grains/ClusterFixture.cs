@@ -23,6 +23,9 @@ public sealed class ClusterFixture : IDisposable
         // GPT-2's vocabulary: the session grain tokenizes titles.
         using (var model = TestModels.Random(TestModels.TinyGpt2Vocabulary, seed: 5))
             Gpt2Checkpoint.Save(model, Path.Combine(_directory.Path, "tiny"), new ModelProvenance("untrained", "grain test model"));
+        // Sizes the silo advertises are those present at start; the reload test replaces this one's weights.
+        using (var model = TestModels.Random(TestModels.TinyGpt2Vocabulary, seed: 6))
+            Gpt2Checkpoint.Save(model, Path.Combine(_directory.Path, "operated"), new ModelProvenance("untrained", "before the operator's reload"));
         s_checkpoints = _directory.Path;
 
         var builder = new TestClusterBuilder(1);
@@ -68,9 +71,10 @@ public sealed class ClusterFixture : IDisposable
         public void Configure(ISiloBuilder silo)
         {
             silo.AddMemoryGrainStorage(SessionGrain.StorageName);
-            silo.Services.AddOrleansGptServing();
-            silo.Services.Configure<ModelHostOptions>(o =>
+            silo.AddOrleansGptServing(o =>
             {
+                o.Node = "test";
+                o.ShareDevices = true; // several sizes on the one CPU, as on a developer's machine
                 o.CheckpointDirectory = s_checkpoints;
                 o.Slots = 4;
                 o.MaxQueue = 8;

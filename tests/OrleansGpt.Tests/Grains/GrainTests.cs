@@ -39,8 +39,10 @@ public sealed class GrainTests(ClusterFixture fixture)
     {
         var missing = await Assert.ThrowsAsync<ArgumentException>(async () => await _grains.GetGrain<IModelGrain>("small@cpu:0").GetInfoAsync());
         Assert.Contains("No checkpoint for 'small'", missing.Message);
-        var device = await Assert.ThrowsAsync<ArgumentException>(async () => await _grains.GetGrain<IModelGrain>("tiny@cuda:0").GetInfoAsync());
-        Assert.Contains("CPU only", device.Message);
+        var device = await Assert.ThrowsAsync<DeviceNotFoundException>(async () => await _grains.GetGrain<IModelGrain>("tiny@cuda:0").GetInfoAsync());
+        Assert.Contains("No silo owns the device for model grain 'tiny@cuda:0'. Devices in the cluster: test/cpu:0", device.Message);
+        var malformed = await Assert.ThrowsAsync<ArgumentException>(async () => await _grains.GetGrain<IModelGrain>("tiny").GetInfoAsync());
+        Assert.Contains("size@device", malformed.Message);
     }
 
     [Fact]

@@ -98,7 +98,7 @@ public sealed class HttpApiTests(ClusterFixture fixture)
         string text = await response.Content.ReadAsStringAsync();
         foreach (var name in new[] { "orleansgpt_queue_depth", "orleansgpt_running_batch", "orleansgpt_generated_tokens", "orleansgpt_time_to_first_token_seconds_bucket", "orleansgpt_inter_token_latency_seconds_bucket" })
             Assert.Contains(name, text);
-        Assert.Contains("model=\"tiny@cpu:0\"", text);
+        Assert.Contains("model=\"tiny@test/cpu:0\"", text);
     }
 
     [Fact]

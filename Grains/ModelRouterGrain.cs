@@ -1,0 +1,51 @@
+using Orleans.Concurrency;
+using Orleans.Runtime.MembershipService.SiloMetadata;
+using OrleansGpt.Grains.Interfaces;
+using OrleansGpt.Grains.Placement;
+
+namespace OrleansGpt.Grains;
+
+/// <summary>
+/// Lists the replicas active silos advertise in their metadata and picks the least-loaded one for a size. A
+/// stateless worker, so each silo routes with its own activation and the membership and metadata it already has.
+/// </summary>
+[StatelessWorker]
+public sealed class ModelRouterGrain(IClusterMembershipService membership, ISiloMetadataCache metadata) : Grain, IModelRouterGrain
+{
+    public ValueTask<IReadOnlyList<ReplicaInfo>> GetReplicasAsync(CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult<IReadOnlyList<ReplicaInfo>>(Replicas());
+
+    public async ValueTask<string?> PickReplicaAsync(string size, CancellationToken cancellationToken = default)
+    {
+        var replicas = Replicas().Where(r => r.Size == size).ToList();
+        if (replicas.Count <= 1)
+            return replicas.FirstOrDefault()?.Key;
+        // A replica that cannot report (its silo is leaving, its load failed) is skipped rather than failing the request.
+        var loads = await Task.WhenAll(replicas.Select(async r =>
+        {
+            try
+            {
+                return (r.Key, Load: (await GrainFactory.GetGrain<IModelGrain>(r.Key).GetLoadAsync(cancellationToken)).Utilisation);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                return (r.Key, Load: double.PositiveInfinity);
+            }
+        }));
+        double least = loads.Min(l => l.Load);
+        var candidates = loads.Where(l => l.Load == least).ToList();
+        return candidates[Random.Shared.Next(candidates.Count)].Key;
+    }
+
+    private List<ReplicaInfo> Replicas() =>
+    [
+        .. membership.CurrentSnapshot.Members.Values
+            .Where(m => m.Status == SiloStatus.Active)
+            .Select(m => DeviceInventory.FromMetadata(metadata.GetSiloMetadata(m.SiloAddress).Metadata))
+            .Where(inventory => inventory is not null)
+            .SelectMany(inventory => inventory!.Replicas)
+            .Select(key => new ReplicaInfo(key.ToString(), key.Size, key.Node!, key.Device))
+            .DistinctBy(r => r.Key)
+            .OrderBy(r => r.Size, StringComparer.Ordinal).ThenBy(r => r.Key, StringComparer.Ordinal),
+    ];
+}
