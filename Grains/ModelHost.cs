@@ -56,18 +56,7 @@ public sealed class ModelHost(IOptions<ModelHostOptions> options, DeviceInventor
     public DeviceInventory Inventory => inventory;
 
     /// <summary>Sizes with a checkpoint (or training run) under the checkpoint directory now, e.g. ["tiny", "small"].</summary>
-    public IReadOnlyList<string> AvailableSizes() => FindCheckpointSizes(options.Value.CheckpointDirectory);
-
-    /// <summary>Sizes with a checkpoint (or training run) under <paramref name="root"/>, one sub-directory each.</summary>
-    public static IReadOnlyList<string> FindCheckpointSizes(string root)
-    {
-        if (!Directory.Exists(root))
-            return [];
-        return [.. Directory.EnumerateDirectories(root)
-            .Where(d => Gpt2Checkpoint.Exists(Gpt2Checkpoint.Resolve(d)))
-            .Select(d => Path.GetFileName(d)!)
-            .Order(StringComparer.Ordinal)];
-    }
+    public IReadOnlyList<string> AvailableSizes() => CheckpointStore.Sizes(options.Value.CheckpointDirectory);
 
     /// <summary>Models loaded so far (a silo is healthy once it serves at least one).</summary>
     public IReadOnlyList<ModelInfo> Loaded =>
@@ -152,7 +141,7 @@ public sealed class ModelHost(IOptions<ModelHostOptions> options, DeviceInventor
     {
         var o = options.Value;
         string size = key.Size;
-        string directory = Path.Combine(o.CheckpointDirectory, size);
+        string directory = CheckpointStore.SizeDirectory(o.CheckpointDirectory, size);
         if (!Gpt2Checkpoint.Exists(Gpt2Checkpoint.Resolve(directory)))
             throw new ArgumentException($"No checkpoint for '{size}' in {Path.GetFullPath(o.CheckpointDirectory)}. Train one " +
                 $"(dotnet run --project Training -- train ... --out {directory}) or copy a Hugging Face GPT-2 directory there.");

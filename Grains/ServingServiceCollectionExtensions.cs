@@ -19,7 +19,7 @@ public static class ServingServiceCollectionExtensions
     {
         var options = silo.Configuration.GetSection(nameof(ModelHost)).Get<ModelHostOptions>() ?? new ModelHostOptions();
         configure?.Invoke(options);
-        var inventory = DeviceInventory.Create(options, ModelHost.FindCheckpointSizes(options.CheckpointDirectory));
+        var inventory = DeviceInventory.Create(options, CheckpointStore.Sizes(options.CheckpointDirectory));
 
         var bound = silo.Services.AddOptions<ModelHostOptions>().BindConfiguration(nameof(ModelHost));
         if (configure is not null)

@@ -42,6 +42,10 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
     /// <summary>Called after every optimizer step with the step number (tests use it to interrupt a run).</summary>
     public Action<long>? AfterStep { get; init; }
 
+    /// <summary>Called with each point written to metrics.jsonl (train loss every LogEvery steps, each evaluation) and
+    /// the run's total steps: how a caller such as the training grain follows the run.</summary>
+    public Action<MetricPoint, long>? Progress { get; init; }
+
     /// <summary>Runs until the last step, or until <paramref name="cancellation"/> fires (then saves and returns).</summary>
     public TrainResult Run(CancellationToken cancellation = default)
     {
@@ -149,7 +153,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
                 var eta = TimeSpan.FromSeconds((totalSteps - step) * o.TokensPerStep / Math.Max(tokensPerSecond, 1e-9));
                 log.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"step {step}/{totalSteps} | epoch {epochProgress:F2} | loss {loss:F4} | lr {lr:0.00e+00} | {tokensPerSecond:N0} tok/s | ETA {eta:hh\\:mm\\:ss}"));
-                Write(metrics, new MetricPoint(step, epochProgress, tokensSeen, loss, lr, tokensPerSecond, null, null, elapsedBefore + seconds));
+                Report(metrics, new MetricPoint(step, epochProgress, tokensSeen, loss, lr, tokensPerSecond, null, null, elapsedBefore + seconds), totalSteps);
             }
             AfterStep?.Invoke(step);
 
@@ -159,7 +163,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
                 var eval = Evaluator.Blocks(lm, evalData, o.BatchSize, o.EvalBlocks);
                 lastEval = eval.Loss;
                 log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"eval at step {step}: loss {eval.Loss:F4}, perplexity {eval.Perplexity:F2} ({eval.Tokens:N0} tokens)"));
-                Write(metrics, new MetricPoint(step, epochProgress, tokensSeen, null, null, null, eval.Loss, eval.Perplexity, elapsedBefore + clock.Elapsed.TotalSeconds));
+                Report(metrics, new MetricPoint(step, epochProgress, tokensSeen, null, null, null, eval.Loss, eval.Perplexity, elapsedBefore + clock.Elapsed.TotalSeconds), totalSteps);
                 Save(model, optimizer, o, checkpoint, step, tokensSeen, elapsedBefore + clock.Elapsed.TotalSeconds, lastEval);
             }
         }
@@ -169,7 +173,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
             var eval = Evaluator.Blocks(lm, evalData, o.BatchSize, o.EvalBlocks);
             lastEval = eval.Loss;
             log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"final eval at step {step}: loss {eval.Loss:F4}, perplexity {eval.Perplexity:F2} ({eval.Tokens:N0} tokens)"));
-            Write(metrics, new MetricPoint(step, (double)step / stepsPerEpoch, tokensSeen, null, null, null, eval.Loss, eval.Perplexity, elapsedBefore + clock.Elapsed.TotalSeconds));
+            Report(metrics, new MetricPoint(step, (double)step / stepsPerEpoch, tokensSeen, null, null, null, eval.Loss, eval.Perplexity, elapsedBefore + clock.Elapsed.TotalSeconds), totalSteps);
         }
         Save(model, optimizer, o, checkpoint, step, tokensSeen, elapsedBefore + clock.Elapsed.TotalSeconds, lastEval);
         metrics.Flush();
@@ -238,6 +242,12 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
         log.WriteLine(string.Create(inv, $"AdamW lr {o.LearningRate} ({o.Schedule.ToString().ToLowerInvariant()}, {o.WarmupSteps} warm-up steps), betas ({optimizer.Beta1}, {optimizer.Beta2}), eps {optimizer.Epsilon}, weight decay {o.WeightDecay} on {decayed:N0} parameters (none on {notDecayed:N0} bias/LayerNorm), clip {o.MaxGradNorm}, {o.Precision.Name()}, seed {o.Seed}"));
         if (startStep > 0)
             log.WriteLine($"resuming at step {startStep}");
+    }
+
+    private void Report(StreamWriter metrics, MetricPoint point, long totalSteps)
+    {
+        Write(metrics, point);
+        Progress?.Invoke(point, totalSteps);
     }
 
     private static void Write(StreamWriter metrics, MetricPoint point) =>

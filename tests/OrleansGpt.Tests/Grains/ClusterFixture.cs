@@ -26,6 +26,8 @@ public sealed class ClusterFixture : IDisposable
         // Sizes the silo advertises are those present at start; the reload test replaces this one's weights.
         using (var model = TestModels.Random(TestModels.TinyGpt2Vocabulary, seed: 6))
             Gpt2Checkpoint.Save(model, Path.Combine(_directory.Path, "operated"), new ModelProvenance("untrained", "before the operator's reload"));
+        using (var model = TestModels.Random(TestModels.TinyGpt2Vocabulary, seed: 7))
+            Gpt2Checkpoint.Save(model, Path.Combine(_directory.Path, "tunable"), new ModelProvenance("untrained", "before fine-tuning"));
         s_checkpoints = _directory.Path;
 
         var builder = new TestClusterBuilder(1);

@@ -1,0 +1,70 @@
+using OrleansGpt.Grains.Interfaces;
+
+namespace OrleansGpt.Tests.Grains;
+
+[Collection(nameof(ClusterCollection))]
+public sealed class TrainingGrainTests(ClusterFixture fixture)
+{
+    private readonly IGrainFactory _grains = fixture.Cluster.GrainFactory;
+
+    [Fact]
+    public async Task FineTuningPublishesNewWeightsThatEveryReplicaReloads()
+    {
+        using var temp = TestModels.TempDir();
+        string data = TestData.Prepared(temp.Path, papers: 200, words: 60);
+        var model = _grains.GetGrain<IModelGrain>("tunable@cpu:0");
+        var request = new GenerationRequest([464, 3290], new SamplingOptions(MaxTokens: 12, Seed: 4));
+        var before = await Tokens(model.GenerateAsync(request));
+        var trainer = _grains.GetGrain<ITrainingGrain>("tunable");
+
+        // A long run is refused a second start, and cancelling it publishes nothing.
+        var running = await trainer.StartAsync(new FineTuneRequest(data, Epochs: 100, BlockSize: 32, BatchSize: 2));
+        Assert.Equal(TrainingState.Running, running.State);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => trainer.StartAsync(new FineTuneRequest(data)).AsTask());
+        await trainer.CancelAsync();
+        var cancelled = await FinishedAsync(trainer);
+        Assert.Equal(TrainingState.Cancelled, cancelled.State);
+        Assert.StartsWith("untrained: before fine-tuning", (await model.GetInfoAsync()).Provenance);
+
+        await trainer.StartAsync(new FineTuneRequest(data, MaxSteps: 4, LearningRate: 1e-2, BlockSize: 32, BatchSize: 2));
+        var done = await FinishedAsync(trainer);
+        Assert.True(done.State == TrainingState.Succeeded, done.Message);
+        Assert.Equal(4, done.Step);
+        Assert.NotNull(done.EvalLoss);
+        Assert.Equal(["tunable@test/cpu:0"], done.Reloaded);
+        var info = await model.GetInfoAsync();
+        Assert.StartsWith("fine-tuned: fine-tuned from " + Path.Combine(done.RunDirectory!, "base"), info.Provenance);
+        Assert.NotEqual(before, await Tokens(model.GenerateAsync(request)));
+        // The replaced checkpoint is kept, not deleted.
+        Assert.Single(Directory.GetDirectories(Path.Combine(fixture.CheckpointDirectory, ".previous"), "tunable-*"));
+    }
+
+    [Fact]
+    public async Task BadFineTuningRequestsFailClearly()
+    {
+        using var temp = TestModels.TempDir();
+        var missingSize = await Assert.ThrowsAsync<ArgumentException>(() => _grains.GetGrain<ITrainingGrain>("absent").StartAsync(new FineTuneRequest(temp.Path)).AsTask());
+        Assert.Contains("No checkpoint for 'absent'", missingSize.Message);
+        var trainer = _grains.GetGrain<ITrainingGrain>("operated");
+        var noData = await Assert.ThrowsAsync<ArgumentException>(() => trainer.StartAsync(new FineTuneRequest(temp.Path)).AsTask());
+        Assert.Contains("prepare", noData.Message);
+        string data = TestData.Prepared(temp.Path, papers: 20);
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => trainer.StartAsync(new FineTuneRequest(data, BlockSize: 1)).AsTask());
+        Assert.Equal(TrainingState.Idle, (await trainer.GetStatusAsync()).State);
+    }
+
+    private static async Task<TrainingStatus> FinishedAsync(ITrainingGrain trainer)
+    {
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        TrainingStatus status;
+        while ((status = await trainer.GetStatusAsync()).State == TrainingState.Running)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the fine-tuning run did not finish in 2 minutes");
+            await Task.Delay(50);
+        }
+        return status;
+    }
+
+    private static async Task<List<int>> Tokens(IAsyncEnumerable<GeneratedChunk> stream) =>
+        [.. (await TestModels.CollectAsync(stream)).SelectMany(c => c.Tokens)];
+}
