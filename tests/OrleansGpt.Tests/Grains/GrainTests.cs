@@ -7,7 +7,7 @@ namespace OrleansGpt.Tests.Grains;
 [Collection(nameof(ClusterCollection))]
 public sealed class GrainTests(ClusterFixture fixture)
 {
-    private readonly IGrainFactory _grains = fixture.Cluster.GrainFactory;
+    private readonly IGrainFactory _grains = fixture.Grains;
 
     [Fact]
     public async Task AModelGrainStreamsTextThatDecodesItsTokens()

@@ -13,7 +13,7 @@ public sealed class HotReloadTests(ClusterFixture fixture)
     {
         string directory = Path.Combine(fixture.CheckpointDirectory, "reloadable");
         Write(directory, seed: 31, "first weights");
-        var grain = fixture.Cluster.GrainFactory.GetGrain<IModelGrain>("reloadable@cpu:0");
+        var grain = fixture.Grains.GetGrain<IModelGrain>("reloadable@cpu:0");
         var request = new GenerationRequest([1, 2, 3, 4], new SamplingOptions(MaxTokens: 30, Seed: 8));
         Assert.StartsWith("untrained: first weights", (await grain.GetInfoAsync()).Provenance);
         var before = await Tokens(grain.GenerateAsync(request));

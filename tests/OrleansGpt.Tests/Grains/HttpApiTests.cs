@@ -108,7 +108,7 @@ public sealed class HttpApiTests(ClusterFixture fixture)
         Assert.Equal("tiny", direct.GetProperty("model").GetString());
         Assert.False(string.IsNullOrWhiteSpace(direct.GetProperty("abstract").GetString()));
 
-        var session = fixture.Cluster.GrainFactory.GetGrain<OrleansGpt.Grains.Interfaces.ISessionGrain>("http-user");
+        var session = fixture.Grains.GetGrain<OrleansGpt.Grains.Interfaces.ISessionGrain>("http-user");
         await session.UpdateSettingsAsync(new OrleansGpt.Grains.Interfaces.SessionSettings("AI", "tiny", new OrleansGpt.Grains.Interfaces.SamplingOptions(MaxTokens: 8)));
         var streamed = await _http.PostAsJsonAsync("/v1/abstracts", new { title = "Knowledge Patterns", session = "http-user", stream = true });
         Assert.EndsWith("data: [DONE]\n\n", await streamed.Content.ReadAsStringAsync());

@@ -1,6 +1,3 @@
-using Microsoft.Extensions.DependencyInjection;
-using Orleans.TestingHost;
-using OrleansGpt.Grains;
 using OrleansGpt.Grains.Interfaces;
 using OrleansGpt.Training.Model;
 
@@ -14,7 +11,7 @@ public sealed class MultiSiloFixture : IAsyncLifetime
 {
     private readonly TestModels.TempDirectory _directory = TestModels.TempDir();
 
-    public InProcessTestCluster Cluster { get; private set; } = null!;
+    public ServingCluster Serving { get; private set; } = null!;
 
     public async Task InitializeAsync()
     {
@@ -24,35 +21,21 @@ public sealed class MultiSiloFixture : IAsyncLifetime
             using (var model = TestModels.Random(config, seed))
                 Gpt2Checkpoint.Save(model, Path.Combine(_directory.Path, size), new ModelProvenance("untrained", $"multi-silo {size}"));
 
-        int silos = 0;
-        var builder = new InProcessTestClusterBuilder(2);
-        builder.ConfigureSilo((_, silo) =>
+        Serving = await ServingCluster.StartAsync(_directory.Path, (silo, o) =>
         {
-            bool first = Interlocked.Increment(ref silos) == 1;
-            silo.AddOrleansGptServing(o =>
-            {
-                o.CheckpointDirectory = _directory.Path;
-                o.Node = first ? "a" : "b";
-                o.Devices = first ? ["cpu:0", "cpu:1"] : ["cpu:0", "cuda:0"];
-                o.Replicas = first ? ["tiny@cpu:0", "tiny@cpu:1"] : ["tiny@cpu:0"];
-                o.Slots = 4;
-                o.MaxNewTokens = 1000;
-                o.Precision = "fp32";
-            });
-        });
-        Cluster = builder.Build();
-        await Cluster.DeployAsync();
+            o.Node = silo == 0 ? "a" : "b";
+            o.Devices = silo == 0 ? ["cpu:0", "cpu:1"] : ["cpu:0", "cuda:0"];
+            o.Replicas = silo == 0 ? ["tiny@cpu:0", "tiny@cpu:1"] : ["tiny@cpu:0"];
+            o.Slots = 4;
+            o.MaxQueue = 1;
+            o.MaxNewTokens = 1000;
+        }, silos: 2);
     }
-
-    /// <summary>The model host of the silo whose node is <paramref name="node"/>.</summary>
-    public ModelHost Host(string node) => Cluster.Silos
-        .Select(s => s.ServiceProvider.GetRequiredService<ModelHost>())
-        .Single(h => h.Inventory.Node == node);
 
     /// <summary>The router's replica list once both silos' metadata has reached it.</summary>
     public async Task<IReadOnlyList<ReplicaInfo>> ReplicasAsync(int expected)
     {
-        var router = Cluster.Client.GetGrain<IModelRouterGrain>(0);
+        var router = Serving.Grains.GetGrain<IModelRouterGrain>(0);
         for (var deadline = DateTime.UtcNow.AddSeconds(20); ; await Task.Delay(100))
         {
             var replicas = await router.GetReplicasAsync();
@@ -63,14 +46,14 @@ public sealed class MultiSiloFixture : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        await Cluster.DisposeAsync();
+        await Serving.DisposeAsync();
         _directory.Dispose();
     }
 }
 
 public sealed class MultiSiloTests(MultiSiloFixture fixture) : IClassFixture<MultiSiloFixture>
 {
-    private IGrainFactory Grains => fixture.Cluster.Client;
+    private IGrainFactory Grains => fixture.Serving.Grains;
 
     [Fact]
     public async Task ModelGrainsLandOnTheSilosThatOwnTheirDevices()
@@ -82,8 +65,8 @@ public sealed class MultiSiloTests(MultiSiloFixture fixture) : IClassFixture<Mul
             var info = await Grains.GetGrain<IModelGrain>(replica.Key).GetInfoAsync();
             Assert.Equal((replica.Node, replica.Device), (info.Node, info.Device));
             // The engine (the weights and the decode thread) lives in the model host of the owning silo, and only there.
-            Assert.Contains(replica.Key, fixture.Host(replica.Node).Loaded.Select(m => m.Key));
-            Assert.DoesNotContain(replica.Key, fixture.Host(replica.Node == "a" ? "b" : "a").Loaded.Select(m => m.Key));
+            Assert.Contains(replica.Key, fixture.Serving.Host(replica.Node).Loaded.Select(m => m.Key));
+            Assert.DoesNotContain(replica.Key, fixture.Serving.Host(replica.Node == "a" ? "b" : "a").Loaded.Select(m => m.Key));
         }
         // Without a node, the key goes to the one silo that owns the device, and is the same model there.
         Assert.Equal("tiny@a/cpu:1", (await Grains.GetGrain<IModelGrain>("tiny@cpu:1").GetInfoAsync()).Key);

@@ -5,7 +5,7 @@ namespace OrleansGpt.Tests.Grains;
 [Collection(nameof(ClusterCollection))]
 public sealed class TrainingGrainTests(ClusterFixture fixture)
 {
-    private readonly IGrainFactory _grains = fixture.Cluster.GrainFactory;
+    private readonly IGrainFactory _grains = fixture.Grains;
 
     [Fact]
     public async Task FineTuningPublishesNewWeightsThatEveryReplicaReloads()
