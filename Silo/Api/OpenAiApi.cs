@@ -44,18 +44,7 @@ public static class OpenAiApi
                 data = replicas.GroupBy(r => r.Size).Select(g => new { id = g.Key, @object = "model", created = 0, owned_by = "orleansgpt", replicas = g.Select(r => r.Key) }),
             }, Json);
         });
-        app.MapPost("/v1/models/{size}/reload", async (string size, HttpContext http, IGrainFactory grains) =>
-        {
-            // Every replica of the size, on every silo, loads the checkpoint again.
-            var replicas = (await grains.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(http.RequestAborted)).Where(r => r.Size == size).ToList();
-            if (replicas.Count == 0)
-            {
-                await Error(http, 404, $"No silo serves '{size}'", "size", "model_not_found");
-                return;
-            }
-            var infos = await Task.WhenAll(replicas.Select(r => grains.GetGrain<IModelGrain>(r.Key).ReloadAsync(http.RequestAborted).AsTask()));
-            await http.Response.WriteAsJsonAsync(new { id = size, replicas = infos.Select(i => new { i.Key, i.Checkpoint, i.Provenance, i.Parameters }) }, Json);
-        });
+        app.MapOperatorApi();
         app.MapGet("/healthz", (ModelHost host) => host.Loaded.Count > 0
             ? Results.Json(new { status = "ok", models = host.Loaded.Select(m => new { m.Key, m.Provenance }) }, Json)
             : Results.Json(new
@@ -264,7 +253,7 @@ public static class OpenAiApi
         return stops.Length <= 4 && stops.All(x => x.Length > 0) ? stops : null;
     }
 
-    private static async Task<T?> ReadAsync<T>(HttpContext http) where T : class
+    internal static async Task<T?> ReadAsync<T>(HttpContext http) where T : class
     {
         try
         {
@@ -295,7 +284,7 @@ public static class OpenAiApi
     }
 
     /// <summary>OpenAI's error body: {"error": {"message", "type", "param", "code"}}.</summary>
-    private static Task Error(HttpContext http, int status, string message, string? param, string? code = null, string type = "invalid_request_error")
+    internal static Task Error(HttpContext http, int status, string message, string? param, string? code = null, string type = "invalid_request_error")
     {
         http.Response.StatusCode = status;
         return http.Response.WriteAsJsonAsync(new { error = new { message, type, param, code } }, Json);

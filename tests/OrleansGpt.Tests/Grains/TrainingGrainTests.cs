@@ -1,3 +1,6 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
 using OrleansGpt.Grains.Interfaces;
 
 namespace OrleansGpt.Tests.Grains;
@@ -51,6 +54,30 @@ public sealed class TrainingGrainTests(ClusterFixture fixture)
         string data = TestData.Prepared(temp.Path, papers: 20);
         await Assert.ThrowsAnyAsync<ArgumentException>(() => trainer.StartAsync(new FineTuneRequest(data, BlockSize: 1)).AsTask());
         Assert.Equal(TrainingState.Idle, (await trainer.GetStatusAsync()).State);
+    }
+
+    [Fact]
+    public async Task OperatorsStartFollowAndCancelFineTuningOverHttp()
+    {
+        using var temp = TestModels.TempDir();
+        string data = TestData.Prepared(temp.Path, papers: 200, words: 60);
+        var http = fixture.Api;
+        Assert.Equal("idle", (await http.GetFromJsonAsync<JsonElement>("/v1/fine-tunes/tiny")).GetProperty("state").GetString());
+
+        var noData = await http.PostAsJsonAsync("/v1/fine-tunes", new { model = "tiny" });
+        Assert.Equal(HttpStatusCode.BadRequest, noData.StatusCode);
+        Assert.Equal("data_directory", (await noData.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetProperty("param").GetString());
+        var notPrepared = await http.PostAsJsonAsync("/v1/fine-tunes", new { model = "tiny", data_directory = temp.Path });
+        Assert.Equal(HttpStatusCode.BadRequest, notPrepared.StatusCode);
+
+        var started = await http.PostAsJsonAsync("/v1/fine-tunes", new { model = "tiny", data_directory = data, epochs = 100, block_size = 32, batch_size = 2 });
+        Assert.Equal(HttpStatusCode.Accepted, started.StatusCode);
+        Assert.Equal("running", (await started.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("state").GetString());
+        var again = await http.PostAsJsonAsync("/v1/fine-tunes", new { model = "tiny", data_directory = data });
+        Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await http.PostAsync("/v1/fine-tunes/tiny/cancel", null)).StatusCode);
+        Assert.Equal(TrainingState.Cancelled, (await FinishedAsync(_grains.GetGrain<ITrainingGrain>("tiny"))).State);
+        Assert.StartsWith("untrained", (await _grains.GetGrain<IModelGrain>("tiny@cpu:0").GetInfoAsync()).Provenance);
     }
 
     private static async Task<TrainingStatus> FinishedAsync(ITrainingGrain trainer)
