@@ -32,7 +32,7 @@ public sealed class DevicePlacementDirector(ISiloMetadataCache metadata) : IPlac
         var owners = inventories.Where(s => s.Inventory?.Owns(key) == true).Select(s => s.Silo).ToList();
         if (owners.Count == 0)
         {
-            var known = inventories.Where(s => s.Inventory is not null).SelectMany(s => s.Inventory!.Devices.Select(d => $"{s.Inventory.Node}/{d}"));
+            var known = inventories.Where(s => s.Inventory is not null).SelectMany(s => s.Inventory!.Devices.Select(d => $"{s.Inventory.Node}/{d}")).Order(StringComparer.Ordinal);
             throw new DeviceNotFoundException($"No silo owns the device for model grain '{key}'. Devices in the cluster: {string.Join(", ", known.DefaultIfEmpty("none"))}");
         }
         return Task.FromResult(owners.Contains(context.LocalSilo) ? context.LocalSilo : owners.Min()!);

@@ -19,6 +19,7 @@ internal static class BenchCommands
         bench.Subcommands.Add(GemmCommand());
         bench.Subcommands.Add(DecodeCommand());
         bench.Subcommands.Add(TrainCommand());
+        bench.Subcommands.Add(ServeCommand());
         root.Subcommands.Add(bench);
     }
 
@@ -55,6 +56,68 @@ internal static class BenchCommands
         }
         times.Sort();
         return 2.0 * n * n * (double)n / times[times.Count / 2] / 1e9;
+    }
+
+    private static Command ServeCommand()
+    {
+        var model = new Option<string>("--model") { Description = "Model size to build with random weights", DefaultValueFactory = _ => "small" };
+        model.AcceptOnlyFromAmong([.. GptConfig.PresetNames]);
+        var dtype = new Option<string>("--dtype") { Description = "fp32 or bf16", DefaultValueFactory = _ => "bf16" };
+        var concurrency = new Option<string>("--concurrency") { Description = "Concurrent requests, comma-separated (the engine gets that many slots)", DefaultValueFactory = _ => "1,8,32" };
+        var requests = new Option<int>("--requests") { Description = "Requests per concurrency level", DefaultValueFactory = _ => 64 };
+        var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length (random token ids)", DefaultValueFactory = _ => 32 };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens generated per request", DefaultValueFactory = _ => 64 };
+        var command = new Command("serve", "The continuous-batching engine alone, in process (no Orleans, no client): tok/s, time to first token, and where the decode thread's time goes")
+        {
+            model, dtype, concurrency, requests, promptTokens, maxTokens,
+        };
+        command.SetHandler(r => ServeAsync(r).GetAwaiter().GetResult());
+        return command;
+
+        async Task<int> ServeAsync(ParseResult r)
+        {
+            var precision = CommandLine.ResolvePrecision(r.GetValue(dtype)!);
+            using var gpt = RandomModel(GptConfig.FromPreset(r.GetValue(model)!), precision);
+            int prompt = r.GetValue(promptTokens), newTokens = r.GetValue(maxTokens), total = r.GetValue(requests);
+            Console.WriteLine($"{r.GetValue(model)} {precision.Name()}, random weights; {prompt}-token prompts, {newTokens} new tokens, top-p 0.9; threads {get_num_threads()}");
+            Console.WriteLine("| concurrency | tok/s | TTFT p50 ms | TTFT p99 ms | decode ms/step | rows/step | sampling ms/row | prefill s | decode s | sampling s |");
+            Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (int c in CommandLine.ParseIntList(r.GetValue(concurrency)!, "--concurrency"))
+            {
+                using var engine = new ContinuousBatcher(gpt, new BatcherOptions { Slots = c, MaxQueue = c, MaxPromptTokens = prompt, MaxNewTokens = newTokens, Name = "bench" });
+                var ttft = new List<double>();
+                long tokens = 0;
+                int next = 0;
+                var clock = Stopwatch.StartNew();
+                await Task.WhenAll(Enumerable.Range(0, c).Select(_ => Task.Run(async () =>
+                {
+                    int id;
+                    while ((id = Interlocked.Increment(ref next)) <= total)
+                    {
+                        var random = new Random(id);
+                        int[] ids = [.. Enumerable.Range(0, prompt).Select(_ => random.Next(50000))];
+                        var sw = Stopwatch.StartNew();
+                        bool first = true;
+                        await foreach (var token in engine.GenerateAsync(ids, new SamplingSettings { TopP = 0.9, MaxNewTokens = newTokens, Seed = id }))
+                        {
+                            if (first) lock (ttft) ttft.Add(sw.Elapsed.TotalMilliseconds);
+                            first = false;
+                            Interlocked.Increment(ref tokens);
+                        }
+                    }
+                })));
+                double seconds = clock.Elapsed.TotalSeconds;
+                var t = engine.Timings;
+                ttft.Sort();
+                double Percentile(double p) => ttft[Math.Min(ttft.Count - 1, (int)Math.Ceiling(p * ttft.Count) - 1)];
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"| {c} | {tokens / seconds:F1} | {Percentile(0.5):F0} | {Percentile(0.99):F0} | {EngineTimingsMs(t.DecodeTicks, engine.Steps):F1} | {(double)t.DecodeRows / Math.Max(1, engine.Steps):F1} | " +
+                    $"{EngineTimingsMs(t.SamplingTicks, tokens):F2} | {ContinuousBatcher.EngineTimings.Seconds(t.PrefillTicks):F1} | {ContinuousBatcher.EngineTimings.Seconds(t.DecodeTicks):F1} | {ContinuousBatcher.EngineTimings.Seconds(t.SamplingTicks):F1} |"));
+            }
+            return 0;
+        }
+
+        static double EngineTimingsMs(long ticks, long count) => ContinuousBatcher.EngineTimings.Seconds(ticks) * 1000 / Math.Max(1, count);
     }
 
     private static Command DecodeCommand()

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Threading.Channels;
@@ -25,6 +26,9 @@ public sealed record BatcherOptions
     /// <summary>Prompt tokens prefilled per engine step, so a long prompt delays running streams by one chunk's
     /// forward at a time instead of its whole prefill.</summary>
     public int PrefillChunk { get; init; } = 64;
+
+    /// <summary>Most prompts prefilled together in one forward.</summary>
+    public int PrefillBatch { get; init; } = 16;
 
     /// <summary>Suggested wait for a refused request.</summary>
     public TimeSpan RetryAfter { get; init; } = TimeSpan.FromSeconds(1);
@@ -95,6 +99,9 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>Decode steps run so far.</summary>
     public long Steps { get; private set; }
 
+    /// <summary>Where the decode thread's time went so far (benchmarks read it).</summary>
+    public EngineTimings Timings { get; } = new();
+
     /// <summary>
     /// Queues a request and streams its tokens as they are generated. Throws <see cref="ServerBusyException"/>
     /// when the queue is full, and <see cref="ArgumentException"/> for a prompt or settings out of bounds.
@@ -148,7 +155,7 @@ public sealed class ContinuousBatcher : IDisposable
             try
             {
                 bool worked = Admit();
-                worked |= PrefillOneChunk();
+                worked |= Prefill();
                 worked |= DecodeStep();
                 if (!worked)
                     _wake.Wait(_stopping.Token);
@@ -202,25 +209,73 @@ public sealed class ContinuousBatcher : IDisposable
         return changed;
     }
 
-    /// <summary>Prefills the next chunk of the longest-waiting request that is still prefilling.</summary>
-    private bool PrefillOneChunk()
+    /// <summary>
+    /// Prefills between decode steps. The longest-waiting prefilling request decides how: a long prompt, or one
+    /// already part-way through, advances by one chunk alone (so it never stalls running streams for long);
+    /// otherwise every waiting short prompt is prefilled in one padded batch (up to <see cref="BatcherOptions.PrefillBatch"/>),
+    /// which costs far less per request than one forward each and keeps time to first token low when many arrive at once.
+    /// </summary>
+    private bool Prefill()
     {
-        int slot = -1;
+        int oldest = -1;
         for (int s = 0; s < _slots.Length; s++)
-            if (_slots[s] is { Decoding: false } r && (slot < 0 || r.Order < _slots[slot]!.Order))
-                slot = s;
-        if (slot < 0)
+            if (_slots[s] is { Decoding: false } r && (oldest < 0 || r.Order < _slots[oldest]!.Order))
+                oldest = s;
+        if (oldest < 0)
             return false;
-        var request = _slots[slot]!;
+        var first = _slots[oldest]!;
+        if (first.Prefilled > 0 || first.Prompt.Length > _options.PrefillChunk)
+            return PrefillOneChunk(oldest, first);
+
+        var batch = Enumerable.Range(0, _slots.Length)
+            .Where(s => _slots[s] is { Decoding: false, Prefilled: 0 } r && r.Prompt.Length <= _options.PrefillChunk)
+            .OrderBy(s => _slots[s]!.Order)
+            .Take(_options.PrefillBatch)
+            .ToArray();
+        int[] lengths = [.. batch.Select(s => _slots[s]!.Prompt.Length)];
+        int longest = lengths.Max();
+        var ids = new long[batch.Length * longest]; // right-padded with token 0; padding is never attended to
+        for (int i = 0; i < batch.Length; i++)
+            for (int j = 0; j < lengths[i]; j++)
+                ids[i * longest + j] = _slots[batch[i]]!.Prompt[j];
+
+        using var scope = NewDisposeScope();
+        long start = Stopwatch.GetTimestamp();
+        var logits = _model.NextTokenLogits(tensor(ids, [batch.Length, longest]), _cache.PrefillMany(batch, lengths), lengths).contiguous(); // (B, V)
+        var all = MemoryMarshal.Cast<byte, float>(logits.bytes);
+        int vocab = (int)logits.shape[1];
+        Timings.Add(ref Timings.PrefillTicks, start);
+        for (int i = 0; i < batch.Length; i++)
+        {
+            var request = _slots[batch[i]]!;
+            request.Prefilled = request.Prompt.Length;
+            request.Decoding = true;
+            start = Stopwatch.GetTimestamp();
+            int token = request.Sampler.Next(all.Slice(i * vocab, vocab));
+            Timings.Add(ref Timings.SamplingTicks, start);
+            Emit(batch[i], request, token);
+        }
+        return true;
+    }
+
+    /// <summary>Prefills the next chunk of one request's prompt.</summary>
+    private bool PrefillOneChunk(int slot, Request request)
+    {
         int count = Math.Min(_options.PrefillChunk, request.Prompt.Length - request.Prefilled);
         using var scope = NewDisposeScope();
         var chunk = tensor(request.Prompt.AsSpan(request.Prefilled, count).ToArray().Select(i => (long)i).ToArray(), [1L, count]); // (1, t)
-        var logits = _model.NextTokenLogits(chunk, _cache.Prefill(slot)); // (1, V)
+        long start = Stopwatch.GetTimestamp();
+        var logits = _model.NextTokenLogits(chunk, _cache.Prefill(slot)).contiguous(); // (1, V)
+        var row = MemoryMarshal.Cast<byte, float>(logits.bytes);
+        Timings.Add(ref Timings.PrefillTicks, start);
         request.Prefilled += count;
         if (request.Prefilled == request.Prompt.Length)
         {
             request.Decoding = true;
-            Emit(slot, request, request.Sampler.Next(MemoryMarshal.Cast<byte, float>(logits.contiguous().bytes)));
+            start = Stopwatch.GetTimestamp();
+            int token = request.Sampler.Next(row);
+            Timings.Add(ref Timings.SamplingTicks, start);
+            Emit(slot, request, token);
         }
         return true;
     }
@@ -243,24 +298,32 @@ public sealed class ContinuousBatcher : IDisposable
                 input[s] = r.Last;
             }
         using var scope = NewDisposeScope();
+        long start = Stopwatch.GetTimestamp();
         var logits = _model.NextTokenLogits(tensor(input, [rows, 1L]), _cache.Decode(rows, decoding)).contiguous(); // (R, V)
         var all = MemoryMarshal.Cast<byte, float>(logits.bytes);
         int vocab = (int)logits.shape[1];
+        Timings.Add(ref Timings.DecodeTicks, start);
         Steps++;
+        Timings.DecodeRows += rows;
         for (int s = 0; s < rows; s++)
             if (decoding[s] && _slots[s] is { } r)
-                Emit(s, r, r.Sampler.Next(all.Slice(s * vocab, vocab)));
+            {
+                start = Stopwatch.GetTimestamp();
+                int token = r.Sampler.Next(all.Slice(s * vocab, vocab));
+                Timings.Add(ref Timings.SamplingTicks, start);
+                Emit(s, r, token);
+            }
         return true;
     }
 
     private void Emit(int slot, Request request, int token)
     {
-        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        long now = Stopwatch.GetTimestamp();
         var model = new KeyValuePair<string, object?>("model", _options.Name);
         if (request.Generated == 0)
-            ServingMetrics.TimeToFirstToken.Record(System.Diagnostics.Stopwatch.GetElapsedTime(request.Arrived, now).TotalSeconds, model);
+            ServingMetrics.TimeToFirstToken.Record(Stopwatch.GetElapsedTime(request.Arrived, now).TotalSeconds, model);
         else
-            ServingMetrics.InterTokenLatency.Record(System.Diagnostics.Stopwatch.GetElapsedTime(request.LastAt, now).TotalSeconds, model);
+            ServingMetrics.InterTokenLatency.Record(Stopwatch.GetElapsedTime(request.LastAt, now).TotalSeconds, model);
         ServingMetrics.GeneratedTokens.Add(1, model);
         request.LastAt = now;
         request.Last = token;
@@ -291,13 +354,26 @@ public sealed class ContinuousBatcher : IDisposable
         // operating-system resource, so leaving it to the GC costs nothing.
     }
 
+    /// <summary>Cumulative time of the decode thread's three kinds of work, in Stopwatch ticks.</summary>
+    public sealed class EngineTimings
+    {
+        public long PrefillTicks;   // prompt chunks through the model
+        public long DecodeTicks;    // decode-step forwards (all rows at once)
+        public long SamplingTicks;  // choosing tokens from logits, row by row
+        public long DecodeRows;     // rows summed over decode steps
+
+        internal void Add(ref long counter, long start) => counter += Stopwatch.GetTimestamp() - start;
+
+        public static double Seconds(long ticks) => (double)ticks / Stopwatch.Frequency;
+    }
+
     private sealed class Request(int[] prompt, TokenSampler sampler)
     {
         public int[] Prompt { get; } = prompt;
         public TokenSampler Sampler { get; } = sampler;
         public Channel<StreamedToken> Tokens { get; } = Channel.CreateUnbounded<StreamedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         public volatile bool Abandoned;
-        public long Arrived { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
+        public long Arrived { get; } = Stopwatch.GetTimestamp();
         public long LastAt;
         public long Order;
         public int Prefilled;

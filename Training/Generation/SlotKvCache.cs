@@ -57,6 +57,13 @@ public sealed class SlotKvCache : IDisposable
     /// <summary>A cache view that appends a chunk of one slot's prompt.</summary>
     public IKvCache Prefill(int slot) => new PrefillView(this, slot);
 
+    /// <summary>
+    /// A cache view that prefills several empty slots at once from right-padded prompts (B = slots.Length, T = the
+    /// longest). Positions past a row's own length are padding: their keys land beyond the slot's length, where
+    /// the row's decode steps overwrite them, and causal attention keeps real positions from seeing them.
+    /// </summary>
+    public IKvCache PrefillMany(int[] slots, int[] lengths) => new PrefillManyView(this, slots, lengths);
+
     /// <summary>A cache view for one decode step over rows [0, rows); only rows marked decoding advance.</summary>
     public IKvCache Decode(int rows, bool[] decoding) => new DecodeView(this, rows, decoding);
 
@@ -90,6 +97,48 @@ public sealed class SlotKvCache : IDisposable
         }
 
         public void Advance(int t) => owner._lengths[slot] += t;
+    }
+
+    private sealed class PrefillManyView : IKvCache
+    {
+        private readonly SlotKvCache _owner;
+        private readonly int[] _slots;
+        private readonly int[] _lengths;
+        private Tensor? _index; // (B): the slot of each row
+
+        public PrefillManyView(SlotKvCache owner, int[] slots, int[] lengths)
+        {
+            foreach (int slot in slots)
+                if (owner._lengths[slot] != 0)
+                    throw new InvalidOperationException($"Slot {slot} is not empty; only empty slots are prefilled together");
+            if (lengths.Max() > owner.Capacity)
+                throw new InvalidOperationException($"A prompt of {lengths.Max()} positions does not fit a slot of {owner.Capacity}");
+            (_owner, _slots, _lengths) = (owner, slots, lengths);
+        }
+
+        public ScalarType Dtype => _owner.Dtype;
+        public long Batch => _slots.Length;
+        public int LengthAfter(long t) => (int)t;
+
+        public Tensor Positions(long t, Device device) => arange(0, t, dtype: ScalarType.Int64, device: device).unsqueeze(0); // (1, t)
+
+        public (Tensor Keys, Tensor Values, Tensor? Mask, bool IsCausal) Append(int layer, Tensor k, Tensor v)
+        {
+            long t = k.shape[2];
+            k = k.to(_owner.Dtype);
+            v = v.to(_owner.Dtype);
+            // Lives in the caller's dispose scope, like the decode view's index.
+            _index ??= tensor(_slots.Select(s => (long)s).ToArray(), device: k.device);
+            _owner._keys[layer].narrow(2, 0, t).index_copy_(0, _index, k);
+            _owner._values[layer].narrow(2, 0, t).index_copy_(0, _index, v);
+            return (k, v, null, t > 1); // nothing cached before: the new keys are all there is to attend to
+        }
+
+        public void Advance(int t)
+        {
+            for (int i = 0; i < _slots.Length; i++)
+                _owner._lengths[_slots[i]] = _lengths[i];
+        }
     }
 
     private sealed class DecodeView : IKvCache

@@ -512,6 +512,19 @@ public sealed class Gpt : nn.Module
         return Logits(last).to(ScalarType.Float32).MoveToOuterDisposeScope(); // (B, V)
     }
 
+    /// <summary>Logits of the token after position <c>lengths[b] - 1</c> of each row: for a batch of right-padded
+    /// prompts of different lengths, each row's own last real position.</summary>
+    /// <param name="idx">Token ids (B, T), row b real up to lengths[b].</param>
+    /// <returns>Logits (B, V) as float32.</returns>
+    public Tensor NextTokenLogits(Tensor idx, IKvCache cache, int[] lengths)
+    {
+        using var scope = NewDisposeScope();
+        var hidden = Hidden(idx, cache); // (B, T, C)
+        var rows = arange(0, hidden.shape[0], dtype: ScalarType.Int64, device: hidden.device);
+        var last = tensor(lengths.Select(l => (long)l - 1).ToArray(), device: hidden.device);
+        return Logits(hidden.index([rows, last])).to(ScalarType.Float32).MoveToOuterDisposeScope(); // (B, V)
+    }
+
     /// <summary>
     /// The element type attention runs in during cached decoding: float32 on CPU, where libtorch's bf16
     /// scaled_dot_product_attention measured 6x slower than fp32 (batch 8, 100 keys: 9.6 vs 1.5 ms for 12
