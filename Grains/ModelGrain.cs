@@ -16,6 +16,14 @@ namespace OrleansGpt.Grains;
 [Reentrant, DevicePlacement]
 public sealed class ModelGrain(ModelHost host) : Grain, IModelGrain
 {
+    /// <summary>Loads the checkpoint (seconds for large sizes) on the thread pool rather than on a grain turn; a
+    /// checkpoint that cannot load fails the activation, and so the call that caused it, with the reason.</summary>
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        string key = this.GetPrimaryKeyString();
+        return Task.Run(() => host.Get(key), cancellationToken);
+    }
+
     public ValueTask<ModelInfo> GetInfoAsync(CancellationToken cancellationToken = default) =>
         ValueTask.FromResult(host.Get(this.GetPrimaryKeyString()).Info with { Silo = RuntimeIdentity });
 
