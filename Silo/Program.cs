@@ -3,14 +3,16 @@ using OrleansGpt.Grains;
 using OrleansGpt.Silo;
 using OrleansGpt.Silo.Api;
 
-// A single-silo cluster on localhost with the HTTP API (http://127.0.0.1:5080): model grains serve the
-// checkpoints under ModelHost:CheckpointDirectory from the devices in ModelHost:Devices, session grains keep their state in memory, /metrics serves
-// Prometheus text and /dashboard the Orleans Dashboard.
+// A silo on localhost with the HTTP API (http://127.0.0.1:5080). Alone it is a single-silo cluster; more silos
+// join it with the "Cluster" settings (see deploy/README.md). Model grains serve the checkpoints under
+// ModelHost:CheckpointDirectory from the devices in ModelHost:Devices, session grains keep their state in
+// memory, /metrics serves Prometheus text and /dashboard the Orleans Dashboard.
 var builder = WebApplication.CreateBuilder(args);
 builder.Services.AddOrleansGptApi();
 builder.Services.AddHostedService<ModelPreloader>();
+var cluster = LocalClusterOptions.From(builder.Configuration);
 builder.UseOrleans(silo => silo
-    .UseLocalhostClustering()
+    .UseLocalhostClustering(cluster.SiloPort, cluster.GatewayPort, cluster.PrimarySilo)
     .AddOrleansGptServing()
     .AddMemoryGrainStorage(SessionGrain.StorageName)
     .AddDashboard());
