@@ -34,6 +34,8 @@ public sealed record GeneratedChunk(
 /// <param name="Device">The device on that node: cpu:0, cuda:0, ...</param>
 /// <param name="Provenance">How the checkpoint was made: untrained, trained from scratch for N tokens, fine-tuned from ...</param>
 /// <param name="Silo">The address of the silo the grain runs on.</param>
+/// <param name="MaxPromptTokens">The longest prompt this replica accepts.</param>
+/// <param name="MaxNewTokens">The largest max_tokens this replica accepts.</param>
 [GenerateSerializer, Immutable]
 public sealed record ModelInfo(
     [property: Id(0)] string Key,
@@ -43,7 +45,9 @@ public sealed record ModelInfo(
     [property: Id(4)] string Provenance,
     [property: Id(5)] long Parameters,
     [property: Id(6)] string Node,
-    [property: Id(7)] string Silo);
+    [property: Id(7)] string Silo,
+    [property: Id(8)] int MaxPromptTokens,
+    [property: Id(9)] int MaxNewTokens);
 
 /// <summary>How busy one model replica is right now: requests decoding, requests waiting, and its batch slots.</summary>
 [GenerateSerializer, Immutable]

@@ -149,16 +149,17 @@ public sealed class ModelHost(IOptions<ModelHostOptions> options, DeviceInventor
         var (precision, _) = PrecisionSupport.Resolve(PrecisionSupport.Parse(o.Precision), device);
         var model = Gpt2Checkpoint.Load(directory, precision.ToScalarType(), device, minVocabSize: Gpt2Tokenizer.VocabSize);
         var provenance = Gpt2Checkpoint.ReadProvenance(directory);
-        var engine = new ContinuousBatcher(model, new BatcherOptions
+        var limits = new BatcherOptions
         {
             Slots = o.Slots,
             MaxQueue = o.MaxQueue,
             MaxPromptTokens = Math.Min(o.MaxPromptTokens, model.Config.BlockSize - 1),
             MaxNewTokens = o.MaxNewTokens,
             Name = key.ToString(),
-        });
+        };
+        var engine = new ContinuousBatcher(model, limits);
         var info = new ModelInfo(key.ToString(), size, key.Device, Path.GetFullPath(Gpt2Checkpoint.Resolve(directory)),
-            $"{provenance.Kind}: {provenance.Description}", model.Config.ParameterCount, inventory.Node, Silo: "");
+            $"{provenance.Kind}: {provenance.Description}", model.Config.ParameterCount, inventory.Node, Silo: "", limits.MaxPromptTokens, limits.MaxNewTokens);
         return new Served(model, engine, info);
     }
 

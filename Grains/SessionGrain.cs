@@ -32,6 +32,18 @@ public sealed class SessionGrain(
     public async ValueTask<SessionSettings> UpdateSettingsAsync(SessionSettings settings, CancellationToken cancellationToken = default)
     {
         var valid = Validate(settings);
+        // The cluster's limits are checked for what changes, so a new session can change its category even where
+        // the silo's max_tokens limit is below the default; generation reports a limit broken later.
+        if (valid.ModelSize != Settings.ModelSize || valid.Sampling.MaxTokens != Settings.Sampling.MaxTokens)
+        {
+            var router = grains.GetGrain<IModelRouterGrain>(0);
+            string key = await router.PickReplicaAsync(valid.ModelSize, cancellationToken)
+                ?? throw new ArgumentOutOfRangeException(nameof(settings), valid.ModelSize, $"No silo serves the '{valid.ModelSize}' model; served: " +
+                    string.Join(", ", (await router.GetReplicasAsync(cancellationToken)).Select(r => r.Size).Distinct().DefaultIfEmpty("none")));
+            var info = await grains.GetGrain<IModelGrain>(key).GetInfoAsync(cancellationToken);
+            if (valid.Sampling.MaxTokens > info.MaxNewTokens)
+                throw new ArgumentOutOfRangeException(nameof(settings), valid.Sampling.MaxTokens, $"max_tokens is limited to {info.MaxNewTokens} for '{valid.ModelSize}'");
+        }
         state.State.Settings = valid;
         await state.WriteStateAsync(cancellationToken);
         return valid;

@@ -56,6 +56,11 @@ public sealed class GrainTests(ClusterFixture fixture)
         var bad = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await session.UpdateSettingsAsync(mine with { Sampling = new SamplingOptions(TopP: 1.5) }));
         Assert.Contains("top_p", bad.Message);
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await session.UpdateSettingsAsync(mine with { Category = "cs.RO" }));
+        // What the cluster can serve is checked too: a size no silo serves, and max_tokens above the silo's limit.
+        var unserved = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await session.UpdateSettingsAsync(mine with { ModelSize = "small" }));
+        Assert.Contains("No silo serves the 'small' model; served: operated, tiny, tunable", unserved.Message);
+        var tooLong = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await session.UpdateSettingsAsync(mine with { Sampling = mine.Sampling with { MaxTokens = 41 } }));
+        Assert.Contains("max_tokens is limited to 40 for 'tiny'", tooLong.Message);
 
         // Deactivate every idle grain; the session comes back from storage with the last valid settings.
         await _grains.GetGrain<IManagementGrain>(0).ForceActivationCollection(TimeSpan.Zero);
