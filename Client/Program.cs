@@ -48,11 +48,30 @@ bench.SetAction(r => BenchCommand.RunAsync(
     r.GetValue(requests), r.GetValue(maxTokens), r.GetValue(promptTokens), r.GetValue(model)!, Console.Out));
 root.Subcommands.Add(bench);
 
+var titles = new Option<string>("--titles") { Description = "TSV file with a 'category<TAB>title' header, one title per line", Required = true };
+var output = new Option<string>("--out") { Description = "Markdown file to write", DefaultValueFactory = _ => "appendix.md" };
+var appendixModel = new Option<string>("--model") { Description = "Checkpoint size that writes the abstracts", DefaultValueFactory = _ => "tiny" };
+var seed = new Option<long>("--seed") { Description = "Base seed: title i is sampled with seed + i", DefaultValueFactory = _ => 1000 };
+var topP = new Option<double>("--top-p") { Description = "Nucleus sampling mass", DefaultValueFactory = _ => 0.9 };
+var appendixTokens = new Option<int>("--max-tokens") { Description = "Tokens per abstract at most", DefaultValueFactory = _ => 256 };
+var workers = new Option<int>("--concurrency") { Description = "Abstracts written at once", DefaultValueFactory = _ => 8 };
+var appendix = new Command("appendix", "Batch job: one abstract per title of a TSV file, no cherry-picking, written to Markdown")
+{
+    titles, output, appendixModel, seed, topP, appendixTokens, workers,
+};
+appendix.SetAction(async r =>
+{
+    await using var connection = await ClusterConnection.ConnectAsync();
+    return await AppendixCommand.RunAsync(connection.Cluster, r.GetValue(titles)!, r.GetValue(output)!, r.GetValue(appendixModel)!,
+        new SamplingOptions(TopP: r.GetValue(topP), MaxTokens: r.GetValue(appendixTokens)), r.GetValue(seed), r.GetValue(workers), Console.Out);
+});
+root.Subcommands.Add(appendix);
+
 try
 {
     return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
-catch (ArgumentException e)
+catch (Exception e) when (e is ArgumentException or IOException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;

@@ -55,19 +55,14 @@ public sealed class SessionGrain(
     public async IAsyncEnumerable<string> WriteAbstractAsync(string title, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var settings = Settings;
-        var category = PaperFormat.ParseCategory(settings.Category);
-        int[] prompt = PaperFormat.EncodePrompt(Gpt2Tokenizer.Shared, category, title); // throws for an empty title
         // A session records the seed of every abstract, so any of them can be reproduced.
         long seed = settings.Sampling.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
-        string key = await grains.GetGrain<IModelRouterGrain>(0).PickReplicaAsync(settings.ModelSize, cancellationToken)
-            ?? throw new ArgumentException($"No silo serves the '{settings.ModelSize}' model; pick another size with /model");
-        var model = grains.GetGrain<IModelGrain>(key);
+        var request = new AbstractRequest(settings.Category, title, settings.ModelSize, settings.Sampling with { Seed = seed });
         var text = new StringBuilder();
-        await foreach (var chunk in model.GenerateAsync(new GenerationRequest(prompt, settings.Sampling with { Seed = seed }), cancellationToken))
+        await foreach (var piece in grains.GetGrain<IAbstractWriterGrain>(0).WriteAsync(request, cancellationToken))
         {
-            text.Append(chunk.Text);
-            if (chunk.Text.Length > 0)
-                yield return chunk.Text;
+            text.Append(piece);
+            yield return piece;
         }
         state.State.History.Add(new HistoryEntry(settings.Category, PaperFormat.NormalizeWhitespace(title), text.ToString().Trim(), seed, DateTimeOffset.UtcNow));
         if (state.State.History.Count > HistoryLimit)

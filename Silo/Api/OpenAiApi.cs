@@ -128,7 +128,7 @@ public static class OpenAiApi
     /// grain's settings apply and the abstract joins its history.</summary>
     private static async Task Abstracts(HttpContext http, IGrainFactory grains)
     {
-        var request = await ReadAsync<AbstractRequest>(http);
+        var request = await ReadAsync<AbstractsRequest>(http);
         if (request is null) return;
         if (string.IsNullOrWhiteSpace(request.Title)) { await Error(http, 400, "title is required", "title"); return; }
         IAsyncEnumerable<string> pieces;
@@ -143,20 +143,15 @@ public static class OpenAiApi
             }
             else
             {
-                var category = PaperFormat.ParseCategory(request.Category ?? "");
                 var s = request.Settings ?? new AbstractSettings(null, null, null, null, null);
                 var sampling = new SamplingOptions(s.TopP ?? 0.9, s.TopK ?? 0, s.Temperature ?? 1.0, s.MaxTokens ?? 256, s.Seed);
-                ModelGrain.ToSettings(sampling);
-                int[] prompt = PaperFormat.EncodePrompt(Gpt2Tokenizer.Shared, category, request.Title);
                 // Without a model, a new session's size if the cluster serves it, else the first size it serves.
                 if ((model = request.Model) is null)
                 {
                     var sizes = (await grains.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(http.RequestAborted)).Select(r => r.Size).ToList();
-                    model = sizes.Contains(SessionSettings.Default.ModelSize) ? SessionSettings.Default.ModelSize : sizes.FirstOrDefault();
+                    model = sizes.Contains(SessionSettings.Default.ModelSize) ? SessionSettings.Default.ModelSize : sizes.FirstOrDefault() ?? SessionSettings.Default.ModelSize;
                 }
-                var replica = await ReplicaAsync(http, grains, model);
-                if (replica is null) return;
-                pieces = Texts(replica.GenerateAsync(new GenerationRequest(prompt, sampling), http.RequestAborted));
+                pieces = grains.GetGrain<IAbstractWriterGrain>(0).WriteAsync(new AbstractRequest(request.Category ?? "", request.Title, model, sampling), http.RequestAborted);
             }
         }
         catch (ArgumentException e)
@@ -221,13 +216,6 @@ public static class OpenAiApi
         else
             await Error(http, 404, $"The model '{size}' does not exist; available: {served}", "model", "model_not_found");
         return null;
-    }
-
-    private static async IAsyncEnumerable<string> Texts(IAsyncEnumerable<GeneratedChunk> chunks)
-    {
-        await foreach (var chunk in chunks)
-            if (chunk.Text.Length > 0)
-                yield return chunk.Text;
     }
 
     private static int[]? ReadPrompt(JsonElement? prompt)
@@ -315,6 +303,6 @@ public sealed record Choice(string Text, int Index, object? Logprobs, string? Fi
 
 public sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens);
 
-public sealed record AbstractRequest(string? Category, string? Title, string? Model, AbstractSettings? Settings, bool? Stream, string? Session);
+public sealed record AbstractsRequest(string? Category, string? Title, string? Model, AbstractSettings? Settings, bool? Stream, string? Session);
 
 public sealed record AbstractSettings(double? TopP, int? TopK, double? Temperature, int? MaxTokens, long? Seed);
