@@ -60,20 +60,25 @@ internal static class TestData
         return output;
     }
 
+    /// <summary>The repository's root (where OrleansGpt.sln is).</summary>
+    public static string RepositoryRoot
+    {
+        get
+        {
+            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+                if (File.Exists(Path.Combine(dir.FullName, "OrleansGpt.sln")))
+                    return dir.FullName;
+            throw new DirectoryNotFoundException("Could not find the repository root (OrleansGpt.sln) above " + AppContext.BaseDirectory);
+        }
+    }
+
     /// <summary>../shared/data beside the repository (CI lays a copy there too).</summary>
     public static string SharedData
     {
         get
         {
-            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            {
-                if (File.Exists(Path.Combine(dir.FullName, "OrleansGpt.sln")))
-                {
-                    string shared = Path.GetFullPath(Path.Combine(dir.FullName, "..", "shared", "data"));
-                    return Directory.Exists(shared) ? shared : throw new DirectoryNotFoundException($"The shared data folder {shared} is missing; tests read the real arXiv files from there");
-                }
-            }
-            throw new DirectoryNotFoundException("Could not find the repository root (OrleansGpt.sln) above " + AppContext.BaseDirectory);
+            string shared = Path.GetFullPath(Path.Combine(RepositoryRoot, "..", "shared", "data"));
+            return Directory.Exists(shared) ? shared : throw new DirectoryNotFoundException($"The shared data folder {shared} is missing; tests read the real arXiv files from there");
         }
     }
 }
