@@ -2,35 +2,25 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using OrleansGpt.Grains.Interfaces;
-using OrleansGpt.Training.Model;
 
 namespace OrleansGpt.Tests.Grains;
 
 /// <summary>A silo with one batch slot and one queue place, serving a model whose requests run for seconds.</summary>
 public sealed class BusyFixture : IAsyncLifetime
 {
-    private readonly TestModels.TempDirectory _directory = TestModels.TempDir();
-
     public ServingCluster Serving { get; private set; } = null!;
 
-    public async Task InitializeAsync()
-    {
-        using (var model = TestModels.Random(TestModels.TinyGpt2Vocabulary with { BlockSize = 1024 }, seed: 3))
-            Gpt2Checkpoint.Save(model, Path.Combine(_directory.Path, "tiny"), new ModelProvenance("untrained", "busy test"));
-        Serving = await ServingCluster.StartAsync(_directory.Path, (_, o) =>
+    public async Task InitializeAsync() => Serving = await ServingCluster.StartAsync(
+        [("tiny", TestModels.TinyGpt2Vocabulary with { BlockSize = 1024 }, 3, "busy test")],
+        (_, o) =>
         {
             o.Node = "busy";
             o.Slots = 1;
             o.MaxQueue = 1;
             o.MaxNewTokens = 1000;
         });
-    }
 
-    public async Task DisposeAsync()
-    {
-        await Serving.DisposeAsync();
-        _directory.Dispose();
-    }
+    public Task DisposeAsync() => Serving.DisposeAsync().AsTask();
 }
 
 public sealed class BusyTests(BusyFixture fixture) : IClassFixture<BusyFixture>

@@ -1,5 +1,4 @@
 using OrleansGpt.Grains.Interfaces;
-using OrleansGpt.Training.Model;
 
 namespace OrleansGpt.Tests.Grains;
 
@@ -9,19 +8,13 @@ namespace OrleansGpt.Tests.Grains;
 /// </summary>
 public sealed class MultiSiloFixture : IAsyncLifetime
 {
-    private readonly TestModels.TempDirectory _directory = TestModels.TempDir();
-
     public ServingCluster Serving { get; private set; } = null!;
 
     public async Task InitializeAsync()
     {
         // A long block lets a request run for a second or more, long enough to observe it as load.
         var config = TestModels.TinyGpt2Vocabulary with { BlockSize = 1024 };
-        foreach (var (size, seed) in new[] { ("tiny", 1L), ("other", 2L) })
-            using (var model = TestModels.Random(config, seed))
-                Gpt2Checkpoint.Save(model, Path.Combine(_directory.Path, size), new ModelProvenance("untrained", $"multi-silo {size}"));
-
-        Serving = await ServingCluster.StartAsync(_directory.Path, (silo, o) =>
+        Serving = await ServingCluster.StartAsync([("tiny", config, 1, "multi-silo tiny"), ("other", config, 2, "multi-silo other")], (silo, o) =>
         {
             o.Node = silo == 0 ? "a" : "b";
             o.Devices = silo == 0 ? ["cpu:0", "cpu:1"] : ["cpu:0", "cuda:0"];
@@ -44,11 +37,7 @@ public sealed class MultiSiloFixture : IAsyncLifetime
         }
     }
 
-    public async Task DisposeAsync()
-    {
-        await Serving.DisposeAsync();
-        _directory.Dispose();
-    }
+    public Task DisposeAsync() => Serving.DisposeAsync().AsTask();
 }
 
 public sealed class MultiSiloTests(MultiSiloFixture fixture) : IClassFixture<MultiSiloFixture>

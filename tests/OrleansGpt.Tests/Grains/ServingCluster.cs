@@ -7,22 +7,25 @@ using Microsoft.Extensions.Logging;
 using Orleans.TestingHost;
 using OrleansGpt.Grains;
 using OrleansGpt.Silo.Api;
+using OrleansGpt.Training.Model;
 
 namespace OrleansGpt.Tests.Grains;
 
 /// <summary>
-/// An in-process cluster of model-host silos and the silo's HTTP API on a real Kestrel port (127.0.0.1, a free
-/// port), backed by the cluster and the first silo's model host. Silo <c>i</c> is configured by
-/// <c>configure(i, options)</c> on top of the checkpoint directory.
+/// An in-process cluster of model-host silos sharing a temporary checkpoint directory, and the silo's HTTP API on
+/// a real Kestrel port (127.0.0.1, a free port), backed by the cluster and the first silo's model host. Silo
+/// <c>i</c> is configured by <c>configure(i, options)</c> on top of the checkpoint directory.
 /// </summary>
 public sealed class ServingCluster : IAsyncDisposable
 {
     private readonly WebApplication _api;
+    private readonly TestModels.TempDirectory _checkpoints;
 
-    private ServingCluster(InProcessTestCluster cluster, WebApplication api)
+    private ServingCluster(InProcessTestCluster cluster, WebApplication api, TestModels.TempDirectory checkpoints)
     {
         Cluster = cluster;
         _api = api;
+        _checkpoints = checkpoints;
         Api = new HttpClient { BaseAddress = new Uri(api.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()) };
     }
 
@@ -33,8 +36,19 @@ public sealed class ServingCluster : IAsyncDisposable
 
     public IGrainFactory Grains => Cluster.Client;
 
-    public static async Task<ServingCluster> StartAsync(string checkpoints, Action<int, ModelHostOptions> configure, int silos = 1)
+    /// <summary>The silos' checkpoint directory (one sub-directory per size).</summary>
+    public string CheckpointDirectory => _checkpoints.Path;
+
+    /// <summary>Starts silos serving the random checkpoints <paramref name="models"/> lists: (size, config, seed,
+    /// description), saved as "untrained" before the silos start (they serve the sizes present at start).</summary>
+    public static async Task<ServingCluster> StartAsync((string Size, GptConfig Config, long Seed, string Description)[] models,
+        Action<int, ModelHostOptions> configure, int silos = 1)
     {
+        var directory = TestModels.TempDir();
+        foreach (var (size, config, seed, description) in models)
+            using (var model = TestModels.Random(config, seed))
+                Gpt2Checkpoint.Save(model, Path.Combine(directory.Path, size), new ModelProvenance("untrained", description));
+        string checkpoints = directory.Path;
         int started = 0;
         var builder = new InProcessTestClusterBuilder((short)silos);
         builder.ConfigureSilo((_, silo) =>
@@ -60,7 +74,7 @@ public sealed class ServingCluster : IAsyncDisposable
         var api = web.Build();
         api.MapOrleansGptApi();
         await api.StartAsync();
-        return new ServingCluster(cluster, api);
+        return new ServingCluster(cluster, api, directory);
     }
 
     /// <summary>The model host of the silo whose node is <paramref name="node"/>.</summary>
@@ -74,5 +88,6 @@ public sealed class ServingCluster : IAsyncDisposable
         await _api.StopAsync();
         await _api.DisposeAsync();
         await Cluster.DisposeAsync();
+        _checkpoints.Dispose();
     }
 }
