@@ -76,8 +76,12 @@ public sealed class ModelHost(IOptions<ModelHostOptions> options, DeviceInventor
         }
         catch
         {
-            // A failed load (no checkpoint yet, a bad file) is not remembered: the next request tries again.
-            _models.TryRemove(new KeyValuePair<string, Lazy<Served>>(model.ToString(), lazy));
+            // A failed load (no checkpoint yet, a bad file) is not remembered, and leaves the device free: the next
+            // request tries again.
+            if (_models.TryRemove(new KeyValuePair<string, Lazy<Served>>(model.ToString(), lazy)))
+                lock (_deviceOwners)
+                    if (_deviceOwners.GetValueOrDefault(model.Device) == model.ToString())
+                        _deviceOwners.Remove(model.Device);
             throw;
         }
     }

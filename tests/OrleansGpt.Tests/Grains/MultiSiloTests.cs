@@ -75,6 +75,9 @@ public sealed class MultiSiloTests(MultiSiloFixture fixture) : IClassFixture<Mul
         // cuda:0 is in b's inventory, so the grain is placed there; this build's libtorch cannot use it, and says so.
         var cuda = await Assert.ThrowsAsync<InvalidOperationException>(() => Grains.GetGrain<IModelGrain>("other@b/cuda:0").GetInfoAsync().AsTask());
         Assert.Contains("no CUDA support", cuda.Message);
+        // A model that failed to load does not keep its device: another one may try it.
+        var next = await Assert.ThrowsAsync<InvalidOperationException>(() => Grains.GetGrain<IModelGrain>("tiny@b/cuda:0").GetInfoAsync().AsTask());
+        Assert.Contains("no CUDA support", next.Message);
     }
 
     [Fact]
