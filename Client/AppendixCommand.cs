@@ -21,7 +21,6 @@ public static class AppendixCommand
         if (replicas.Count == 0)
             throw new ArgumentException($"No silo serves the '{model}' model");
         var info = await cluster.GetGrain<IModelGrain>(replicas[0].Key).GetInfoAsync();
-        var writer = cluster.GetGrain<IAbstractWriterGrain>(0);
 
         var abstracts = new string[titles.Count];
         int next = -1, done = 0;
@@ -32,7 +31,7 @@ public static class AppendixCommand
             {
                 var (line, category, title) = titles[i];
                 var request = new AbstractRequest(category, title, model, sampling with { Seed = seed + i + 1 });
-                abstracts[i] = await WriteOnceAsync(writer, request, line, titlesPath);
+                abstracts[i] = await WriteOnceAsync(cluster, request, line, titlesPath);
                 log.WriteLine($"[{Interlocked.Increment(ref done)}/{titles.Count}] {title}");
             }
         }));
@@ -58,14 +57,14 @@ public static class AppendixCommand
         return 0;
     }
 
-    private static async Task<string> WriteOnceAsync(IAbstractWriterGrain writer, AbstractRequest request, int line, string path)
+    private static async Task<string> WriteOnceAsync(IGrainFactory grains, AbstractRequest request, int line, string path)
     {
         while (true)
         {
             try
             {
                 var text = new StringBuilder();
-                await foreach (var piece in writer.WriteAsync(request))
+                await foreach (var piece in grains.WriteAbstractAsync(request))
                     text.Append(piece);
                 return text.ToString();
             }

@@ -1,16 +1,18 @@
+using System.Runtime.CompilerServices;
+
 namespace OrleansGpt.Grains.Interfaces;
 
 /// <summary>
-/// Writes abstracts from titles: builds the paper's prompt "&lt;|CAT|&gt; Title &lt;|sep|&gt;", sends it to the
-/// least-loaded replica of the requested size and streams the text until &lt;|endoftext|&gt; or max tokens.
-/// Stateless (an activation per silo, key 0): sessions, the HTTP API and batch jobs all write abstracts through it.
+/// Prepares abstracts from titles: builds the paper's prompt "&lt;|CAT|&gt; Title &lt;|sep|&gt;" and picks the
+/// least-loaded replica of the requested size. Stateless (an activation per silo, key 0). It returns what to ask
+/// rather than streaming itself: a stateless worker may run several activations, and a stream's later pages
+/// could reach one that never started it. <see cref="AbstractWriting.WriteAbstractAsync"/> does the rest.
 /// </summary>
 public interface IAbstractWriterGrain : IGrainWithIntegerKey
 {
-    /// <summary>Streams the abstract's text. Fails with an ArgumentException for an unknown category, an empty
-    /// title, settings out of range or a size no silo serves, and with a busy error when the replica's queue is
-    /// full.</summary>
-    IAsyncEnumerable<string> WriteAsync(AbstractRequest request, CancellationToken cancellationToken = default);
+    /// <summary>The model grain and request that write <paramref name="request"/>'s abstract. Fails with an
+    /// ArgumentException for an unknown category, an empty title, settings out of range or a size no silo serves.</summary>
+    ValueTask<AbstractPlan> PrepareAsync(AbstractRequest request, CancellationToken cancellationToken = default);
 }
 
 /// <summary>One abstract to write.</summary>
@@ -22,3 +24,25 @@ public sealed record AbstractRequest(
     [property: Id(1)] string Title,
     [property: Id(2)] string ModelSize,
     [property: Id(3)] SamplingOptions Sampling);
+
+/// <summary>Which model grain to ask, and what.</summary>
+[GenerateSerializer, Immutable]
+public sealed record AbstractPlan(
+    [property: Id(0)] string ModelKey,
+    [property: Id(1)] GenerationRequest Request);
+
+/// <summary>Writing an abstract: how sessions, the HTTP API and batch jobs all do it.</summary>
+public static class AbstractWriting
+{
+    /// <summary>Streams the abstract's text straight from the chosen model grain, until &lt;|endoftext|&gt; or max
+    /// tokens. Besides <see cref="IAbstractWriterGrain.PrepareAsync"/>'s errors, a full replica queue fails with
+    /// <see cref="ModelBusyException"/>.</summary>
+    public static async IAsyncEnumerable<string> WriteAbstractAsync(this IGrainFactory grains, AbstractRequest request,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var plan = await grains.GetGrain<IAbstractWriterGrain>(0).PrepareAsync(request, cancellationToken);
+        await foreach (var chunk in grains.GetGrain<IModelGrain>(plan.ModelKey).GenerateAsync(plan.Request, cancellationToken))
+            if (chunk.Text.Length > 0)
+                yield return chunk.Text;
+    }
+}

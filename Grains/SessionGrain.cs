@@ -59,7 +59,7 @@ public sealed class SessionGrain(
         long seed = settings.Sampling.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
         var request = new AbstractRequest(settings.Category, title, settings.ModelSize, settings.Sampling with { Seed = seed });
         var text = new StringBuilder();
-        await foreach (var piece in grains.GetGrain<IAbstractWriterGrain>(0).WriteAsync(request, cancellationToken))
+        await foreach (var piece in grains.WriteAbstractAsync(request, cancellationToken))
         {
             text.Append(piece);
             yield return piece;

@@ -151,7 +151,7 @@ public static class OpenAiApi
                     var sizes = (await grains.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(http.RequestAborted)).Select(r => r.Size).ToList();
                     model = sizes.Contains(SessionSettings.Default.ModelSize) ? SessionSettings.Default.ModelSize : sizes.FirstOrDefault() ?? SessionSettings.Default.ModelSize;
                 }
-                pieces = grains.GetGrain<IAbstractWriterGrain>(0).WriteAsync(new AbstractRequest(request.Category ?? "", request.Title, model, sampling), http.RequestAborted);
+                pieces = grains.WriteAbstractAsync(new AbstractRequest(request.Category ?? "", request.Title, model, sampling), http.RequestAborted);
             }
         }
         catch (ArgumentException e)

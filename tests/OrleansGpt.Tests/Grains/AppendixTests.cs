@@ -28,9 +28,24 @@ public sealed class AppendixTests(ClusterFixture fixture)
 
         // Each sample is the one the model gives for that seed: the first draw, not a chosen one.
         var direct = new System.Text.StringBuilder();
-        await foreach (var piece in fixture.Grains.GetGrain<IAbstractWriterGrain>(0).WriteAsync(new AbstractRequest("cs.CV", "Seeing Cats", "tiny", sampling with { Seed = 102 })))
+        await foreach (var piece in fixture.Grains.WriteAbstractAsync(new AbstractRequest("cs.CV", "Seeing Cats", "tiny", sampling with { Seed = 102 })))
             direct.Append(piece);
         Assert.Contains("## [cs.CV] Seeing Cats\n\n" + direct.ToString().Trim() + "\n\n*seed 102*", text);
+    }
+
+    [Fact]
+    public async Task ManyAbstractsStreamAtOnce()
+    {
+        // More concurrent streams than a silo has cores, so a stateless worker runs several activations (a burst of
+        // more than the fixture's 8 queue places would be refused as busy).
+        var writes = Enumerable.Range(0, 8).Select(async i =>
+        {
+            var text = new System.Text.StringBuilder();
+            await foreach (var piece in fixture.Grains.WriteAbstractAsync(new AbstractRequest("CL", $"Paper {i}", "tiny", new SamplingOptions(MaxTokens: 40, Seed: i))))
+                text.Append(piece);
+            return text.ToString();
+        });
+        Assert.All(await Task.WhenAll(writes), text => Assert.False(string.IsNullOrWhiteSpace(text)));
     }
 
     [Fact]
