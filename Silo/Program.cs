@@ -7,7 +7,9 @@ using OrleansGpt.Silo.Api;
 // join it with the "Cluster" settings (see deploy/README.md). Model grains serve the checkpoints under
 // ModelHost:CheckpointDirectory from the devices in ModelHost:Devices, session grains keep their state in
 // memory, /metrics serves Prometheus text and /dashboard the Orleans Dashboard.
-var builder = WebApplication.CreateBuilder(args);
+// Settings come from the appsettings.json beside the binary; relative paths in them are relative to where the
+// silo was started.
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 builder.Services.AddOrleansGptApi();
 builder.Services.AddHostedService<ModelPreloader>();
 var cluster = LocalClusterOptions.From(builder.Configuration);
