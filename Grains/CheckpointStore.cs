@@ -28,8 +28,7 @@ public static class CheckpointStore
     public static string SizeDirectory(string root, string size) => Path.Combine(root, size);
 
     /// <summary>A new, unused run directory for fine-tuning <paramref name="size"/>.</summary>
-    public static string NewRunDirectory(string root, string size) =>
-        Path.Combine(root, RunsFolder, $"{size}-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}");
+    public static string NewRunDirectory(string root, string size) => Path.Combine(root, RunsFolder, Stamped(size));
 
     /// <summary>
     /// Copies the model files of the checkpoint <paramref name="source"/> resolves to (config, weights, provenance;
@@ -60,11 +59,14 @@ public static class CheckpointStore
         string? previous = null;
         if (Directory.Exists(target))
         {
-            previous = Path.Combine(root, PreviousFolder, $"{size}-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}");
+            previous = Path.Combine(root, PreviousFolder, Stamped(size));
             Directory.CreateDirectory(Path.GetDirectoryName(previous)!);
             Directory.Move(target, previous);
         }
         Directory.Move(staging, target);
         return previous;
     }
+
+    /// <summary>"size-20261126-213623-5ac1b2": sorts by time, and two made in the same second still differ.</summary>
+    private static string Stamped(string size) => $"{size}-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
 }

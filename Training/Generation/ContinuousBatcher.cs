@@ -250,10 +250,7 @@ public sealed class ContinuousBatcher : IDisposable
             var request = _slots[batch[i]]!;
             request.Prefilled = request.Prompt.Length;
             request.Decoding = true;
-            start = Stopwatch.GetTimestamp();
-            int token = request.Sampler.Next(all.Slice(i * vocab, vocab));
-            Timings.Add(ref Timings.SamplingTicks, start);
-            Emit(batch[i], request, token);
+            SampleAndEmit(batch[i], request, all.Slice(i * vocab, vocab));
         }
         return true;
     }
@@ -272,10 +269,7 @@ public sealed class ContinuousBatcher : IDisposable
         if (request.Prefilled == request.Prompt.Length)
         {
             request.Decoding = true;
-            start = Stopwatch.GetTimestamp();
-            int token = request.Sampler.Next(row);
-            Timings.Add(ref Timings.SamplingTicks, start);
-            Emit(slot, request, token);
+            SampleAndEmit(slot, request, row);
         }
         return true;
     }
@@ -307,13 +301,17 @@ public sealed class ContinuousBatcher : IDisposable
         Timings.DecodeRows += rows;
         for (int s = 0; s < rows; s++)
             if (decoding[s] && _slots[s] is { } r)
-            {
-                start = Stopwatch.GetTimestamp();
-                int token = r.Sampler.Next(all.Slice(s * vocab, vocab));
-                Timings.Add(ref Timings.SamplingTicks, start);
-                Emit(s, r, token);
-            }
+                SampleAndEmit(s, r, all.Slice(s * vocab, vocab));
         return true;
+    }
+
+    /// <summary>Chooses the request's next token from its row of logits (V), timed as sampling, and emits it.</summary>
+    private void SampleAndEmit(int slot, Request request, ReadOnlySpan<float> logits)
+    {
+        long start = Stopwatch.GetTimestamp();
+        int token = request.Sampler.Next(logits);
+        Timings.Add(ref Timings.SamplingTicks, start);
+        Emit(slot, request, token);
     }
 
     private void Emit(int slot, Request request, int token)
