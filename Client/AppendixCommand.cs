@@ -64,14 +64,19 @@ public static class AppendixCommand
             try
             {
                 var text = new StringBuilder();
-                await foreach (var piece in grains.WriteAbstractAsync(request))
-                    text.Append(piece);
+                await foreach (var chunk in grains.WriteAbstractAsync(request))
+                    text.Append(chunk.Text);
                 return text.ToString();
             }
             catch (ModelBusyException busy)
             {
                 // Not a second sample: the request was refused before anything was drawn, and is sent again as is.
                 await Task.Delay(TimeSpan.FromSeconds(Math.Max(1, busy.RetryAfterSeconds)));
+            }
+            catch (GenerationInterruptedException)
+            {
+                // The replica's silo died mid-abstract. Sending the same seeded request again draws the same sample,
+                // not a new one, so this is no cherry-picking.
             }
             catch (ArgumentException e)
             {

@@ -11,9 +11,8 @@ namespace OrleansGpt.Client;
 /// </summary>
 public static class BenchCommand
 {
-    public static async Task<int> RunAsync(int[] concurrencies, int requests, int maxTokens, int promptTokens, string model, TextWriter output)
+    public static async Task<int> RunAsync(ClusterConnection connection, int[] concurrencies, int requests, int maxTokens, int promptTokens, string model, TextWriter output)
     {
-        await using var connection = await ClusterConnection.ConnectAsync();
         var router = connection.Cluster.GetGrain<IModelRouterGrain>(0);
         var replicas = (await router.GetReplicasAsync()).Where(r => r.Size == model).ToList();
         if (replicas.Count == 0)

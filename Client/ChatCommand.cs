@@ -44,21 +44,25 @@ public static class ChatCommand
             {
                 output.WriteLine($"busy: {e.Message}");
             }
+            catch (GenerationInterruptedException e)
+            {
+                output.WriteLine();
+                output.WriteLine($"interrupted: {e.Message}");
+            }
         }
     }
 
     private static async Task WriteAbstractAsync(ISessionGrain session, string title, TextWriter output)
     {
-        // Only the start of the stream is retried: once text has arrived, a retry would repeat it.
-        var stream = session.WriteAbstractAsync(title).GetAsyncEnumerator();
-        bool any = await ClusterConnection.Transient.ExecuteAsync(async _ => await stream.MoveNextAsync());
-        while (any)
+        // Only the start of the stream is retried (a session whose silo died is activated on another from its stored
+        // state): once text has arrived, a retry would repeat it, so a later loss is reported instead.
+        string? finish = null;
+        await foreach (var chunk in ResilientStreams.UntilFirstItemAsync(() => Task.FromResult(session.WriteAbstractAsync(title))))
         {
-            output.Write(stream.Current);
-            any = await stream.MoveNextAsync();
+            output.Write(chunk.Text);
+            finish = chunk.FinishReason ?? finish;
         }
-        await stream.DisposeAsync();
-        output.WriteLine();
+        output.WriteLine(finish == "length" ? " [cut at max tokens]" : "");
     }
 
     private static async Task CommandAsync(ISessionGrain session, string line, TextWriter output)

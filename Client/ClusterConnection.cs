@@ -1,7 +1,9 @@
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Orleans.Runtime;
+using OrleansGpt.Hosting;
 using Orleans.Runtime.Messaging;
 using Polly;
 using Polly.Retry;
@@ -38,11 +40,17 @@ public sealed class ClusterConnection : IAsyncDisposable
         })
         .Build();
 
-    public static async Task<ClusterConnection> ConnectAsync()
+    /// <summary>
+    /// Connects to the cluster the "Cluster" settings name (environment variables such as Cluster__Provider=redis and
+    /// Cluster__Redis=host:6379, then <paramref name="overrides"/> from the command line): with Redis the gateways
+    /// come from the membership table, with localhost the gateway at Cluster:GatewayPort (30000 by default).
+    /// </summary>
+    public static async Task<ClusterConnection> ConnectAsync(IReadOnlyDictionary<string, string?>? overrides = null)
     {
         var builder = Host.CreateApplicationBuilder();
+        builder.Configuration.AddInMemoryCollection(overrides ?? new Dictionary<string, string?>());
         builder.Logging.SetMinimumLevel(LogLevel.Warning); // Orleans' start-up chatter would bury the output
-        builder.UseOrleansClient(client => client.UseLocalhostClustering());
+        builder.UseOrleansClient(client => client.AddOrleansGptCluster(builder.Configuration));
         var host = builder.Build();
         await host.StartAsync();
         return new ClusterConnection(host);

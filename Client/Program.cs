@@ -2,14 +2,29 @@ using System.CommandLine;
 using OrleansGpt.Client;
 using OrleansGpt.Grains.Interfaces;
 
-// The Orleans client of a local silo (dotnet run --project Silo). It references only Grains.Interfaces.
-var root = new RootCommand("OrleansGpt client: chat for abstracts, model info and load bench against a local silo.");
+// The Orleans client of a cluster (dotnet run --project Silo). It references Grains.Interfaces and the cluster
+// settings, never libtorch. Which cluster: --redis (or Cluster__Provider=redis, Cluster__Redis=...) finds the gateways
+// in the membership table; otherwise the local silo's gateway (--gateway-port, default 30000).
+var root = new RootCommand("OrleansGpt client: chat for abstracts, model info and load bench against a cluster.");
+var redis = new Option<string?>("--redis") { Description = "The cluster's Redis (host:port): gateways come from its membership table", Recursive = true };
+var gatewayPort = new Option<int?>("--gateway-port") { Description = "Without Redis: the local silo's gateway port (default 30000)", Recursive = true };
+root.Options.Add(redis);
+root.Options.Add(gatewayPort);
+Task<ClusterConnection> Connect(ParseResult r)
+{
+    var overrides = new Dictionary<string, string?>();
+    if (r.GetValue(redis) is { Length: > 0 } connection)
+        (overrides["Cluster:Provider"], overrides["Cluster:Redis"]) = ("redis", connection);
+    if (r.GetValue(gatewayPort) is int port)
+        overrides["Cluster:GatewayPort"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    return ClusterConnection.ConnectAsync(overrides);
+}
 
 var user = new Option<string>("--user") { Description = "Session id: settings and history are kept per user", DefaultValueFactory = _ => Environment.UserName };
 var chat = new Command("chat", "Chat: a title on its own line streams an abstract; /help lists the settings commands") { user };
 chat.SetAction(async r =>
 {
-    await using var connection = await ClusterConnection.ConnectAsync();
+    await using var connection = await Connect(r);
     return await ChatCommand.RunAsync(connection.Cluster, r.GetValue(user)!, Console.In, Console.Out);
 });
 root.Subcommands.Add(chat);
@@ -18,7 +33,7 @@ var key = new Argument<string>("model") { Description = "A size (every replica o
 var info = new Command("info", "Describe the cluster's model replicas: where each runs, parameters, checkpoint and how it was made") { key };
 info.SetAction(async r =>
 {
-    await using var connection = await ClusterConnection.ConnectAsync();
+    await using var connection = await Connect(r);
     string wanted = r.GetValue(key)!;
     var keys = wanted.Contains('@')
         ? [wanted]
@@ -43,9 +58,12 @@ var bench = new Command("bench", "Load a running silo: aggregate tok/s, req/s, t
 {
     concurrency, requests, maxTokens, promptTokens, model,
 };
-bench.SetAction(r => BenchCommand.RunAsync(
-    [.. r.GetValue(concurrency)!.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)],
-    r.GetValue(requests), r.GetValue(maxTokens), r.GetValue(promptTokens), r.GetValue(model)!, Console.Out));
+bench.SetAction(async r =>
+{
+    await using var connection = await Connect(r);
+    return await BenchCommand.RunAsync(connection, [.. r.GetValue(concurrency)!.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)],
+        r.GetValue(requests), r.GetValue(maxTokens), r.GetValue(promptTokens), r.GetValue(model)!, Console.Out);
+});
 root.Subcommands.Add(bench);
 
 var titles = new Option<string>("--titles") { Description = "TSV file with a 'category<TAB>title' header, one title per line", Required = true };
@@ -61,7 +79,7 @@ var appendix = new Command("appendix", "Batch job: one abstract per title of a T
 };
 appendix.SetAction(async r =>
 {
-    await using var connection = await ClusterConnection.ConnectAsync();
+    await using var connection = await Connect(r);
     return await AppendixCommand.RunAsync(connection.Cluster, r.GetValue(titles)!, r.GetValue(output)!, r.GetValue(appendixModel)!,
         new SamplingOptions(TopP: r.GetValue(topP), MaxTokens: r.GetValue(appendixTokens)), r.GetValue(seed), r.GetValue(workers), Console.Out);
 });
@@ -71,7 +89,7 @@ try
 {
     return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
-catch (Exception e) when (e is ArgumentException or IOException)
+catch (Exception e) when (e is ArgumentException or IOException or InvalidOperationException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;

@@ -1,5 +1,3 @@
-using System.Runtime.CompilerServices;
-
 namespace OrleansGpt.Grains.Interfaces;
 
 /// <summary>
@@ -18,12 +16,14 @@ public interface IAbstractWriterGrain : IGrainWithIntegerKey
 /// <summary>One abstract to write.</summary>
 /// <param name="Category">AI, LG, CL or CV (cs.AI, ... accepted).</param>
 /// <param name="ModelSize">Which served size writes it (tiny, small, ...).</param>
+/// <param name="Exclude">Replicas not to use (ones this request just lost).</param>
 [GenerateSerializer, Immutable]
 public sealed record AbstractRequest(
     [property: Id(0)] string Category,
     [property: Id(1)] string Title,
     [property: Id(2)] string ModelSize,
-    [property: Id(3)] SamplingOptions Sampling);
+    [property: Id(3)] SamplingOptions Sampling,
+    [property: Id(4)] IReadOnlyList<string>? Exclude = null);
 
 /// <summary>Which model grain to ask, and what.</summary>
 [GenerateSerializer, Immutable]
@@ -34,15 +34,21 @@ public sealed record AbstractPlan(
 /// <summary>Writing an abstract: how sessions, the HTTP API and batch jobs all do it.</summary>
 public static class AbstractWriting
 {
-    /// <summary>Streams the abstract's text straight from the chosen model grain, until &lt;|endoftext|&gt; or max
-    /// tokens. Besides <see cref="IAbstractWriterGrain.PrepareAsync"/>'s errors, a full replica queue fails with
-    /// <see cref="ModelBusyException"/>.</summary>
-    public static async IAsyncEnumerable<string> WriteAbstractAsync(this IGrainFactory grains, AbstractRequest request,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    /// <summary>Streams the abstract straight from the chosen model grain, until &lt;|endoftext|&gt; or max tokens,
+    /// as the model's chunks (text, version, finish reason). A replica lost before the first chunk is replaced by
+    /// another (<see cref="ResilientStreams"/>); one lost later ends the stream with
+    /// <see cref="GenerationInterruptedException"/>. Besides <see cref="IAbstractWriterGrain.PrepareAsync"/>'s errors,
+    /// a full replica queue fails with <see cref="ModelBusyException"/>.</summary>
+    public static IAsyncEnumerable<GeneratedChunk> WriteAbstractAsync(this IGrainFactory grains, AbstractRequest request,
+        CancellationToken cancellationToken = default)
     {
-        var plan = await grains.GetGrain<IAbstractWriterGrain>(0).PrepareAsync(request, cancellationToken);
-        await foreach (var chunk in grains.GetGrain<IModelGrain>(plan.ModelKey).GenerateAsync(plan.Request, cancellationToken))
-            if (chunk.Text.Length > 0)
-                yield return chunk.Text;
+        var lost = new List<string>();
+        string current = "";
+        return ResilientStreams.UntilFirstItemAsync(async () =>
+        {
+            var plan = await grains.GetGrain<IAbstractWriterGrain>(0).PrepareAsync(request with { Exclude = [.. lost] }, cancellationToken);
+            current = plan.ModelKey;
+            return grains.GetGrain<IModelGrain>(plan.ModelKey).GenerateAsync(plan.Request, cancellationToken);
+        }, _ => lost.Add(current), () => current, cancellationToken);
     }
 }

@@ -23,8 +23,18 @@ public interface IModelGrain : IGrainWithStringKey
     IAsyncEnumerable<GeneratedChunk> GenerateAsync(GenerationRequest request, CancellationToken cancellationToken = default);
 
     /// <summary>
-    /// Loads this size's checkpoint from disk again and serves it from now on (an operator's hot reload, or the
-    /// end of a fine-tuning run). Requests already streaming finish on the previous weights.
+    /// First phase of a promotion: fetches <paramref name="version"/> from the checkpoint store into this silo's
+    /// cache, checks its hashes and loads it beside the version being served, which keeps serving. Fails with the
+    /// reason (damaged file, bad safetensors, no such version) and changes nothing.
     /// </summary>
-    ValueTask<ModelInfo> ReloadAsync(CancellationToken cancellationToken = default);
+    ValueTask<ModelInfo> PrepareVersionAsync(string version, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Second phase: serves <paramref name="version"/> from the next request on (loading it first if it was not
+    /// prepared). Requests already running finish on the version they started with.
+    /// </summary>
+    ValueTask<ModelInfo> ActivateVersionAsync(string version, CancellationToken cancellationToken = default);
+
+    /// <summary>Drops a prepared version that will not be activated (a promotion failed on another replica).</summary>
+    ValueTask DiscardVersionAsync(string version, CancellationToken cancellationToken = default);
 }

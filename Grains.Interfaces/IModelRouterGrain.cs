@@ -12,7 +12,8 @@ public interface IModelRouterGrain : IGrainWithIntegerKey
 
     /// <summary>
     /// The key of the least-loaded replica of <paramref name="size"/> (fewest running and queued requests per slot;
-    /// ties broken at random), or null when no active silo serves that size.
+    /// ties broken at random), or null when no active silo serves that size. Replicas in <paramref name="exclude"/>
+    /// (ones a caller just lost) are passed over.
     /// </summary>
-    ValueTask<string?> PickReplicaAsync(string size, CancellationToken cancellationToken = default);
+    ValueTask<string?> PickReplicaAsync(string size, IReadOnlyList<string>? exclude = null, CancellationToken cancellationToken = default);
 }

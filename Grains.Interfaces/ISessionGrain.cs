@@ -16,7 +16,9 @@ public interface ISessionGrain : IGrainWithStringKey
     /// <summary>The most recent abstracts, oldest first.</summary>
     ValueTask<IReadOnlyList<HistoryEntry>> GetHistoryAsync(CancellationToken cancellationToken = default);
 
-    /// <summary>Streams an abstract for <paramref name="title"/> with the session's settings and records it in the
-    /// history once complete.</summary>
-    IAsyncEnumerable<string> WriteAbstractAsync(string title, CancellationToken cancellationToken = default);
+    /// <summary>Streams an abstract for <paramref name="title"/> with the session's settings (the model's chunks:
+    /// text, version, finish reason on the last) and records it in the history once complete. A replica lost before
+    /// the first chunk is replaced; one lost later ends the stream with <see cref="GenerationInterruptedException"/>
+    /// and records nothing.</summary>
+    IAsyncEnumerable<GeneratedChunk> WriteAbstractAsync(string title, CancellationToken cancellationToken = default);
 }

@@ -22,11 +22,16 @@ public sealed record GenerationRequest(
 
 /// <summary>A piece of a streamed generation: text that is complete UTF-8, the tokens it came from, and on the
 /// last piece why generation ended ("stop" at &lt;|endoftext|&gt;, "length" at the token limit).</summary>
+/// <param name="Version">The checkpoint version writing this request: the same on every piece of one request, also
+/// across a promotion.</param>
+/// <param name="Replica">The replica ("size@node/device") writing it.</param>
 [GenerateSerializer, Immutable]
 public sealed record GeneratedChunk(
     [property: Id(0)] string Text,
     [property: Id(1)] int[] Tokens,
-    [property: Id(2)] string? FinishReason);
+    [property: Id(2)] string? FinishReason,
+    [property: Id(3)] string Version = "",
+    [property: Id(4)] string Replica = "");
 
 /// <summary>What a model grain hosts, where, and how its weights were made.</summary>
 /// <param name="Key">The replica's full key, "size@node/device".</param>
@@ -36,6 +41,7 @@ public sealed record GeneratedChunk(
 /// <param name="Silo">The address of the silo the grain runs on.</param>
 /// <param name="MaxPromptTokens">The longest prompt this replica accepts.</param>
 /// <param name="MaxNewTokens">The largest max_tokens this replica accepts.</param>
+/// <param name="Version">The checkpoint version it serves (see <see cref="ICheckpointRegistryGrain"/>).</param>
 [GenerateSerializer, Immutable]
 public sealed record ModelInfo(
     [property: Id(0)] string Key,
@@ -47,14 +53,17 @@ public sealed record ModelInfo(
     [property: Id(6)] string Node,
     [property: Id(7)] string Silo,
     [property: Id(8)] int MaxPromptTokens,
-    [property: Id(9)] int MaxNewTokens);
+    [property: Id(9)] int MaxNewTokens,
+    [property: Id(10)] string Version = "");
 
 /// <summary>How busy one model replica is right now: requests decoding, requests waiting, and its batch slots.</summary>
+/// <param name="Generated">Tokens generated since its engine started (two readings give tokens per second).</param>
 [GenerateSerializer, Immutable]
 public sealed record ModelLoad(
     [property: Id(0)] int Running,
     [property: Id(1)] int Queued,
-    [property: Id(2)] int Slots)
+    [property: Id(2)] int Slots,
+    [property: Id(3)] long Generated = 0)
 {
     /// <summary>Requests per slot, queued ones included: what "least loaded" compares.</summary>
     public double Utilisation => (Running + Queued) / (double)Math.Max(1, Slots);
@@ -83,10 +92,13 @@ public sealed record SessionSettings(
 }
 
 /// <summary>One title the user asked about and the abstract they got.</summary>
+/// <param name="Seed">The seed it was sampled with: the same settings and seed give the same text.</param>
+/// <param name="Version">The checkpoint version that wrote it.</param>
 [GenerateSerializer, Immutable]
 public sealed record HistoryEntry(
     [property: Id(0)] string Category,
     [property: Id(1)] string Title,
     [property: Id(2)] string Abstract,
     [property: Id(3)] long Seed,
-    [property: Id(4)] DateTimeOffset At);
+    [property: Id(4)] DateTimeOffset At,
+    [property: Id(5)] string Version = "");

@@ -13,7 +13,7 @@ public sealed class AbstractWriterGrain : Grain, IAbstractWriterGrain
         var category = PaperFormat.ParseCategory(request.Category);
         ModelGrain.ToSettings(request.Sampling); // settings errors name the setting before any model is asked
         int[] prompt = PaperFormat.EncodePrompt(Gpt2Tokenizer.Shared, category, request.Title); // throws for an empty title
-        string key = await GrainFactory.GetGrain<IModelRouterGrain>(0).PickReplicaAsync(request.ModelSize, cancellationToken)
+        string key = await GrainFactory.GetGrain<IModelRouterGrain>(0).PickReplicaAsync(request.ModelSize, request.Exclude, cancellationToken)
             ?? throw new ArgumentException($"No silo serves the '{request.ModelSize}' model");
         return new AbstractPlan(key, new GenerationRequest(prompt, request.Sampling));
     }

@@ -16,12 +16,15 @@ namespace OrleansGpt.Grains;
 [Reentrant, DevicePlacement]
 public sealed class ModelGrain(ModelHost host) : Grain, IModelGrain
 {
-    /// <summary>Loads the checkpoint (seconds for large sizes) on the thread pool rather than on a grain turn; a
-    /// checkpoint that cannot load fails the activation, and so the call that caused it, with the reason.</summary>
-    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    /// <summary>Loads the size's active version (seconds for large sizes) on the thread pool rather than on a grain
+    /// turn; a version that cannot load fails the activation, and so the call that caused it, with the reason.</summary>
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
         string key = this.GetPrimaryKeyString();
-        return Task.Run(() => host.Get(key), cancellationToken);
+        string size = ModelKey.Parse(key).Size;
+        string version = await GrainFactory.GetGrain<ICheckpointRegistryGrain>(size).GetActiveAsync(cancellationToken)
+            ?? await CheckpointRegistryGrain.ImportAsync(GrainFactory, host, size, cancellationToken);
+        await Task.Run(() => host.Activate(key, version), cancellationToken);
     }
 
     public ValueTask<ModelInfo> GetInfoAsync(CancellationToken cancellationToken = default) =>
@@ -30,46 +33,78 @@ public sealed class ModelGrain(ModelHost host) : Grain, IModelGrain
     public ValueTask<ModelLoad> GetLoadAsync(CancellationToken cancellationToken = default)
     {
         var engine = host.Get(this.GetPrimaryKeyString()).Engine;
-        return ValueTask.FromResult(new ModelLoad(engine.Running, engine.Queued, engine.Slots));
+        return ValueTask.FromResult(new ModelLoad(engine.Running, engine.Queued, engine.Slots, engine.Generated));
     }
 
-    public async ValueTask<ModelInfo> ReloadAsync(CancellationToken cancellationToken = default)
+    // Reading, verifying and converting a checkpoint takes seconds: off the grain's turn, on the thread pool.
+    public async ValueTask<ModelInfo> PrepareVersionAsync(string version, CancellationToken cancellationToken = default) =>
+        await Task.Run(() => host.Prepare(this.GetPrimaryKeyString(), version), cancellationToken) with { Silo = RuntimeIdentity };
+
+    public async ValueTask<ModelInfo> ActivateVersionAsync(string version, CancellationToken cancellationToken = default) =>
+        await Task.Run(() => host.Activate(this.GetPrimaryKeyString(), version), cancellationToken) with { Silo = RuntimeIdentity };
+
+    public ValueTask DiscardVersionAsync(string version, CancellationToken cancellationToken = default)
     {
-        string key = this.GetPrimaryKeyString();
-        // Reading and converting a checkpoint takes seconds: off the grain's turn, on the thread pool.
-        return await Task.Run(() => host.Reload(key), cancellationToken) with { Silo = RuntimeIdentity };
+        host.Discard(this.GetPrimaryKeyString(), version);
+        return ValueTask.CompletedTask;
     }
 
     public async IAsyncEnumerable<GeneratedChunk> GenerateAsync(GenerationRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var settings = ToSettings(request.Sampling);
         var decoder = Gpt2Tokenizer.Shared.NewStreamingDecoder();
-        IAsyncEnumerable<StreamedToken> tokens;
+        string key = this.GetPrimaryKeyString();
+        // The engine is looked up once: every token of this request comes from the version it was queued on, also
+        // when a promotion swaps engines meanwhile.
+        var (engine, info) = host.Get(key);
+        IAsyncEnumerator<StreamedToken>? tokens = null;
+        bool more;
         try
         {
-            try
-            {
-                tokens = host.Get(this.GetPrimaryKeyString()).Engine.GenerateAsync(request.PromptTokens, settings, cancellationToken);
-            }
-            catch (ObjectDisposedException)
-            {
-                // A reload retired the engine between looking it up and queueing: the new one takes the request.
-                tokens = host.Get(this.GetPrimaryKeyString()).Engine.GenerateAsync(request.PromptTokens, settings, cancellationToken);
-            }
+            tokens = Start(engine, request, settings, cancellationToken).GetAsyncEnumerator(cancellationToken);
+            more = await tokens.MoveNextAsync();
+        }
+        catch (ObjectDisposedException)
+        {
+            // A swap retired the engine between looking it up and queueing: nothing was produced, so the engine now
+            // serving takes the request.
+            if (tokens is not null)
+                await tokens.DisposeAsync();
+            (engine, info) = host.Get(key);
+            tokens = Start(engine, request, settings, cancellationToken).GetAsyncEnumerator(cancellationToken);
+            more = await tokens.MoveNextAsync();
+        }
+        try
+        {
+            for (; more; more = await tokens.MoveNextAsync())
+                yield return Chunk(tokens.Current, decoder, info);
+        }
+        finally
+        {
+            await tokens.DisposeAsync();
+        }
+    }
+
+    private static IAsyncEnumerable<StreamedToken> Start(ContinuousBatcher engine, GenerationRequest request, SamplingSettings settings, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return engine.GenerateAsync(request.PromptTokens, settings, cancellationToken);
         }
         catch (ServerBusyException e)
         {
             throw new ModelBusyException(e.Message, (int)Math.Ceiling(e.RetryAfter.TotalSeconds));
         }
-        await foreach (var token in tokens)
-        {
-            string? finish = token.Finish switch { FinishReason.Stop => "stop", FinishReason.Length => "length", _ => null };
-            // <|endoftext|> ends the text; it is reported as the finish reason, not written out.
-            string text = token.Token == Gpt2Tokenizer.EndOfText ? "" : decoder.Push(token.Token);
-            if (finish is not null)
-                text += decoder.Flush();
-            yield return new GeneratedChunk(text, [token.Token], finish);
-        }
+    }
+
+    private static GeneratedChunk Chunk(StreamedToken token, Gpt2Tokenizer.StreamingDecoder decoder, ModelInfo info)
+    {
+        string? finish = token.Finish switch { FinishReason.Stop => "stop", FinishReason.Length => "length", _ => null };
+        // <|endoftext|> ends the text; it is reported as the finish reason, not written out.
+        string text = token.Token == Gpt2Tokenizer.EndOfText ? "" : decoder.Push(token.Token);
+        if (finish is not null)
+            text += decoder.Flush();
+        return new GeneratedChunk(text, [token.Token], finish, info.Version, info.Key);
     }
 
     /// <summary>Client sampling options as the engine's settings; out-of-range values throw ArgumentOutOfRangeException.</summary>

@@ -36,54 +36,92 @@ public sealed class ModelHostOptions
     /// <summary>Let several models share one device. Off, each device serves at most one model grain.</summary>
     public bool ShareDevices { get; set; }
 
-    /// <summary>Replicas this silo hosts, "size@device" (e.g. small@cuda:0, small@cuda:1); empty: every checkpoint
-    /// found in <see cref="CheckpointDirectory"/> at start, on the first device.</summary>
+    /// <summary>Replicas this silo hosts, "size@device" (e.g. small@cuda:0, small@cuda:1); empty: every size found in
+    /// <see cref="CheckpointDirectory"/> or the checkpoint store at start, on the first device.</summary>
     public List<string> Replicas { get; set; } = [];
+
+    /// <summary>The versioned checkpoint store every silo reads: a shared directory (NFS, a mounted volume) when
+    /// silos run on several machines. Empty: CheckpointDirectory/.store, which suits one machine.</summary>
+    public string StoreDirectory { get; set; } = "";
+
+    /// <summary>This silo's local copies of store versions, checked against their hashes before loading. Empty:
+    /// CheckpointDirectory/.cache/NODE.</summary>
+    public string CacheDirectory { get; set; } = "";
+
+    /// <summary>Devices of this silo that fine-tuning may use (cpu:0, cuda:1, ...). Empty: this silo does not train;
+    /// a fine-tune runs only on a silo that lists a device here, never silently on a serving device.</summary>
+    public List<string> TrainingDevices { get; set; } = [];
+
+    /// <summary>The store directory these options mean.</summary>
+    public string ResolvedStoreDirectory => Path.GetFullPath(StoreDirectory.Length > 0 ? StoreDirectory : Path.Combine(CheckpointDirectory, ".store"));
 }
 
 /// <summary>
-/// The silo's models: loads each checkpoint once, on first use, and owns its continuous-batching engine (and
-/// so the decode thread and the weights) until the silo stops. Model grains are façades over it. Keys are
-/// resolved against the silo's <see cref="DeviceInventory"/>: "small@cpu:0" and "small@node/cpu:0" are the same
-/// model here, and a device serves one model unless the inventory allows sharing.
+/// The silo's models: for each replica key, the engine serving one checkpoint version, and during a promotion the
+/// next version loaded beside it. Versions come from the <see cref="CheckpointStore"/> through this silo's cache,
+/// every file checked against its hash before loading. The host owns the engines (decode threads and weights) until
+/// the silo stops; model grains are façades over it. Keys are resolved against the silo's
+/// <see cref="DeviceInventory"/>: "small@cpu:0" and "small@node/cpu:0" are the same model here, and a device serves
+/// one model unless the inventory allows sharing.
 /// </summary>
-public sealed class ModelHost(IOptions<ModelHostOptions> options, DeviceInventory inventory) : IDisposable
+public sealed class ModelHost : IDisposable
 {
-    private readonly ConcurrentDictionary<string, Lazy<Served>> _models = new(StringComparer.Ordinal);
+    private readonly ModelHostOptions _options;
+    private readonly DeviceInventory _inventory;
+    private readonly ConcurrentDictionary<string, Served> _serving = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Served> _prepared = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, SemaphoreSlim> _loading = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _deviceOwners = new(StringComparer.Ordinal);
 
+    public ModelHost(IOptions<ModelHostOptions> options, DeviceInventory inventory)
+    {
+        _options = options.Value;
+        _inventory = inventory;
+        Store = new CheckpointStore(_options.ResolvedStoreDirectory);
+        CacheDirectory = Path.GetFullPath(_options.CacheDirectory.Length > 0 ? _options.CacheDirectory
+            : Path.Combine(_options.CheckpointDirectory, ".cache", inventory.Node));
+    }
+
     /// <summary>What this silo owns and serves.</summary>
-    public DeviceInventory Inventory => inventory;
+    public DeviceInventory Inventory => _inventory;
 
-    /// <summary>Sizes with a checkpoint (or training run) under the checkpoint directory now, e.g. ["tiny", "small"].</summary>
-    public IReadOnlyList<string> AvailableSizes() => CheckpointStore.Sizes(options.Value.CheckpointDirectory);
+    /// <summary>The versioned checkpoint store.</summary>
+    public CheckpointStore Store { get; }
 
-    /// <summary>Models loaded so far (a silo is healthy once it serves at least one).</summary>
-    public IReadOnlyList<ModelInfo> Loaded =>
-        [.. _models.Values.Where(l => l.IsValueCreated && !l.Value.Engine.IsDisposed).Select(l => l.Value.Info)];
+    /// <summary>This silo's verified copies of store versions.</summary>
+    public string CacheDirectory { get; }
 
-    /// <summary>Where checkpoints are looked for.</summary>
-    public string CheckpointDirectory => Path.GetFullPath(options.Value.CheckpointDirectory);
+    /// <summary>Where an operator's checkpoints are brought in from (one directory per size).</summary>
+    public string CheckpointDirectory => Path.GetFullPath(_options.CheckpointDirectory);
 
-    /// <summary>The engine and description for a model key, loading the checkpoint on first use.</summary>
+    /// <summary>Sizes this silo can serve: those in the checkpoint directory and those in the store, e.g. ["tiny", "small"].</summary>
+    public IReadOnlyList<string> AvailableSizes() => Sizes(_options);
+
+    /// <summary>The sizes <paramref name="options"/> can serve (the inventory is built from these before the host exists).</summary>
+    public static IReadOnlyList<string> Sizes(ModelHostOptions options) =>
+        [.. CheckpointFolder.Sizes(options.CheckpointDirectory).Union(new CheckpointStore(options.ResolvedStoreDirectory).Sizes()).Order(StringComparer.Ordinal)];
+
+    /// <summary>Models being served (a silo is healthy once it serves at least one).</summary>
+    public IReadOnlyList<ModelInfo> Loaded => [.. _serving.Values.Where(s => !s.Engine.IsDisposed).Select(s => s.Info)];
+
+    /// <summary>Copies CheckpointDirectory/SIZE into the store (a no-op when that version is there already).</summary>
+    public CheckpointManifest Import(string size)
+    {
+        string directory = CheckpointFolder.SizeDirectory(_options.CheckpointDirectory, size);
+        if (!Gpt2Checkpoint.Exists(Gpt2Checkpoint.Resolve(directory)))
+            throw new ArgumentException($"No checkpoint for '{size}' in {CheckpointDirectory}. Train one " +
+                $"(dotnet run --project Training -- train ... --out {directory}) or copy a Hugging Face GPT-2 directory there.");
+        return Store.Publish(size, directory);
+    }
+
+    /// <summary>The engine and description serving a model key; InvalidOperationException when this silo has not
+    /// loaded it (its model grain loads it on activation).</summary>
     public (ContinuousBatcher Engine, ModelInfo Info) Get(string key)
     {
         var model = Resolve(key);
-        var lazy = _models.GetOrAdd(model.ToString(), _ => new Lazy<Served>(() => Load(Claim(model))));
-        try
-        {
-            return (lazy.Value.Engine, lazy.Value.Info);
-        }
-        catch
-        {
-            // A failed load (no checkpoint yet, a bad file) is not remembered, and leaves the device free: the next
-            // request tries again.
-            if (_models.TryRemove(new KeyValuePair<string, Lazy<Served>>(model.ToString(), lazy)))
-                lock (_deviceOwners)
-                    if (_deviceOwners.GetValueOrDefault(model.Device) == model.ToString())
-                        _deviceOwners.Remove(model.Device);
-            throw;
-        }
+        return _serving.TryGetValue(model.ToString(), out var served)
+            ? (served.Engine, served.Info)
+            : throw new InvalidOperationException($"{model} is not loaded on this silo");
     }
 
     /// <summary>The full key ("size@node/device") of <paramref name="key"/> on this silo; ArgumentException when
@@ -91,37 +129,89 @@ public sealed class ModelHost(IOptions<ModelHostOptions> options, DeviceInventor
     public ModelKey Resolve(string key)
     {
         var model = ModelKey.Parse(key);
-        if (!inventory.Owns(model))
-            throw new ArgumentException($"Model key '{key}' names a device this silo ({inventory.Node}: {string.Join(", ", inventory.Devices)}) does not own");
-        return model.On(inventory.Node);
+        if (!_inventory.Owns(model))
+            throw new ArgumentException($"Model key '{key}' names a device this silo ({_inventory.Node}: {string.Join(", ", _inventory.Devices)}) does not own");
+        return model.On(_inventory.Node);
     }
 
     /// <summary>
-    /// Hot swap: loads the checkpoint for <paramref name="key"/> again from disk and routes new requests to it at
-    /// once. Requests already running finish on the old weights; the old engine and model are released once idle.
-    /// Loading takes seconds for large models, so callers run this off any grain turn.
+    /// Loads <paramref name="version"/> for <paramref name="key"/> beside what it serves now (first phase of a
+    /// promotion). Seconds for large models: callers run it off any grain turn. Throws, changing nothing, when the
+    /// version cannot be fetched, verified or loaded.
     /// </summary>
-    public ModelInfo Reload(string key)
+    public ModelInfo Prepare(string key, string version) => WithKey(key, model =>
+    {
+        if (_serving.TryGetValue(model.ToString(), out var current) && current.Info.Version == version)
+            return current.Info;
+        if (_prepared.TryGetValue(model.ToString(), out var ready) && ready.Info.Version == version)
+            return ready.Info;
+        var fresh = Load(Claim(model), version);
+        if (_prepared.TryRemove(model.ToString(), out var stale))
+            stale.Dispose();
+        _prepared[model.ToString()] = fresh;
+        return fresh.Info;
+    });
+
+    /// <summary>
+    /// Serves <paramref name="version"/> for <paramref name="key"/> from the next request on: the prepared engine
+    /// if there is one, else it is loaded now. Requests already running finish on the old engine, which is released
+    /// once idle; new ones never wait for a load.
+    /// </summary>
+    public ModelInfo Activate(string key, string version) => WithKey(key, model =>
+    {
+        string name = model.ToString();
+        if (_serving.TryGetValue(name, out var current) && current.Info.Version == version && !current.Engine.IsDisposed)
+            return current.Info;
+        var fresh = _prepared.TryRemove(name, out var ready) && ready.Info.Version == version ? ready : null;
+        if (fresh is null)
+        {
+            ready?.Dispose();
+            fresh = Load(Claim(model), version);
+        }
+        _serving[name] = fresh;
+        if (current is not null)
+            _ = RetireWhenIdleAsync(current);
+        return fresh.Info;
+    });
+
+    /// <summary>Drops a prepared version that will not be served.</summary>
+    public void Discard(string key, string version) => WithKey(key, model =>
+    {
+        if (_prepared.TryGetValue(model.ToString(), out var ready) && ready.Info.Version == version && _prepared.TryRemove(model.ToString(), out _))
+            ready.Dispose();
+        return 0;
+    });
+
+    /// <summary>One load or swap per key at a time (a second promote waits rather than loading a third copy).</summary>
+    private T WithKey<T>(string key, Func<ModelKey, T> action)
     {
         var model = Resolve(key);
-        var fresh = Load(Claim(model));
-        Lazy<Served>? previous = null;
-        _models.AddOrUpdate(model.ToString(), _ => new Lazy<Served>(fresh), (_, existing) =>
+        var gate = _loading.GetOrAdd(model.ToString(), _ => new SemaphoreSlim(1, 1));
+        gate.Wait();
+        try
         {
-            previous = existing;
-            return new Lazy<Served>(fresh);
-        });
-        if (previous is { IsValueCreated: true } old)
-            _ = RetireWhenIdleAsync(old.Value);
-        return fresh.Info;
+            return action(model);
+        }
+        catch
+        {
+            // A model that never loaded does not keep its device: another one may try it.
+            if (!_serving.ContainsKey(model.ToString()) && !_prepared.ContainsKey(model.ToString()))
+                lock (_deviceOwners)
+                    if (_deviceOwners.GetValueOrDefault(model.Device) == model.ToString())
+                        _deviceOwners.Remove(model.Device);
+            throw;
+        }
+        finally
+        {
+            gate.Release();
+        }
     }
 
     private static async Task RetireWhenIdleAsync(Served old)
     {
         while (old.Engine.Running > 0 || old.Engine.Queued > 0)
             await Task.Delay(TimeSpan.FromMilliseconds(100)).ConfigureAwait(false);
-        old.Engine.Dispose();
-        old.Model.Dispose();
+        old.Dispose();
     }
 
     /// <summary>
@@ -133,37 +223,40 @@ public sealed class ModelHost(IOptions<ModelHostOptions> options, DeviceInventor
         lock (_deviceOwners)
         {
             string key = model.ToString();
-            if (!inventory.ShareDevices && _deviceOwners.TryGetValue(model.Device, out var owner) && owner != key)
-                throw new InvalidOperationException($"{inventory.Node}/{model.Device} already serves {owner}; a device serves one model " +
+            if (!_inventory.ShareDevices && _deviceOwners.TryGetValue(model.Device, out var owner) && owner != key)
+                throw new InvalidOperationException($"{_inventory.Node}/{model.Device} already serves {owner}; a device serves one model " +
                     "unless ModelHost:ShareDevices is true");
             _deviceOwners[model.Device] = key;
             return model;
         }
     }
 
-    private Served Load(ModelKey key)
+    private Served Load(ModelKey key, string version)
     {
-        var o = options.Value;
-        string size = key.Size;
-        string directory = CheckpointStore.SizeDirectory(o.CheckpointDirectory, size);
-        if (!Gpt2Checkpoint.Exists(Gpt2Checkpoint.Resolve(directory)))
-            throw new ArgumentException($"No checkpoint for '{size}' in {Path.GetFullPath(o.CheckpointDirectory)}. Train one " +
-                $"(dotnet run --project Training -- train ... --out {directory}) or copy a Hugging Face GPT-2 directory there.");
         var device = TorchDevice(key.Device);
-        var (precision, _) = PrecisionSupport.Resolve(PrecisionSupport.Parse(o.Precision), device);
-        var model = Gpt2Checkpoint.Load(directory, precision.ToScalarType(), device, minVocabSize: Gpt2Tokenizer.VocabSize);
-        var provenance = Gpt2Checkpoint.ReadProvenance(directory);
+        var manifest = Store.Manifest(key.Size, version);
+        string directory = Store.Fetch(manifest, CacheDirectory);
+        var (precision, _) = PrecisionSupport.Resolve(PrecisionSupport.Parse(_options.Precision), device);
+        Gpt model;
+        try
+        {
+            model = Gpt2Checkpoint.Load(directory, precision.ToScalarType(), device, minVocabSize: Gpt2Tokenizer.VocabSize);
+        }
+        catch (Exception e) when (e is InvalidDataException or ArgumentException or IOException)
+        {
+            throw new InvalidDataException($"Checkpoint {key.Size}/{version} cannot be loaded: {e.Message}", e);
+        }
         var limits = new BatcherOptions
         {
-            Slots = o.Slots,
-            MaxQueue = o.MaxQueue,
-            MaxPromptTokens = Math.Min(o.MaxPromptTokens, model.Config.BlockSize - 1),
-            MaxNewTokens = o.MaxNewTokens,
+            Slots = _options.Slots,
+            MaxQueue = _options.MaxQueue,
+            MaxPromptTokens = Math.Min(_options.MaxPromptTokens, model.Config.BlockSize - 1),
+            MaxNewTokens = _options.MaxNewTokens,
             Name = key.ToString(),
         };
         var engine = new ContinuousBatcher(model, limits);
-        var info = new ModelInfo(key.ToString(), size, key.Device, Path.GetFullPath(Gpt2Checkpoint.Resolve(directory)),
-            $"{provenance.Kind}: {provenance.Description}", model.Config.ParameterCount, inventory.Node, Silo: "", limits.MaxPromptTokens, limits.MaxNewTokens);
+        var info = new ModelInfo(key.ToString(), key.Size, key.Device, directory, $"{manifest.Kind}: {manifest.Description}", model.Config.ParameterCount,
+            _inventory.Node, Silo: "", limits.MaxPromptTokens, limits.MaxNewTokens, version);
         return new Served(model, engine, info);
     }
 
@@ -184,12 +277,16 @@ public sealed class ModelHost(IOptions<ModelHostOptions> options, DeviceInventor
 
     public void Dispose()
     {
-        foreach (var lazy in _models.Values.Where(l => l.IsValueCreated))
-        {
-            lazy.Value.Engine.Dispose();
-            lazy.Value.Model.Dispose();
-        }
+        foreach (var served in _serving.Values.Concat(_prepared.Values))
+            served.Dispose();
     }
 
-    private sealed record Served(Gpt Model, ContinuousBatcher Engine, ModelInfo Info);
+    private sealed record Served(Gpt Model, ContinuousBatcher Engine, ModelInfo Info) : IDisposable
+    {
+        public void Dispose()
+        {
+            Engine.Dispose();
+            Model.Dispose();
+        }
+    }
 }

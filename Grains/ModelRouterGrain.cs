@@ -15,9 +15,9 @@ public sealed class ModelRouterGrain(IClusterMembershipService membership, ISilo
     public ValueTask<IReadOnlyList<ReplicaInfo>> GetReplicasAsync(CancellationToken cancellationToken = default) =>
         ValueTask.FromResult<IReadOnlyList<ReplicaInfo>>(Replicas());
 
-    public async ValueTask<string?> PickReplicaAsync(string size, CancellationToken cancellationToken = default)
+    public async ValueTask<string?> PickReplicaAsync(string size, IReadOnlyList<string>? exclude = null, CancellationToken cancellationToken = default)
     {
-        var replicas = Replicas().Where(r => r.Size == size).ToList();
+        var replicas = Replicas().Where(r => r.Size == size && exclude?.Contains(r.Key) != true).ToList();
         if (replicas.Count <= 1)
             return replicas.FirstOrDefault()?.Key;
         // A replica that cannot report (its silo is leaving, its load failed) is skipped rather than failing the request.

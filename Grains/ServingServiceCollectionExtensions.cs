@@ -19,7 +19,7 @@ public static class ServingServiceCollectionExtensions
     {
         var options = silo.Configuration.GetSection(nameof(ModelHost)).Get<ModelHostOptions>() ?? new ModelHostOptions();
         configure?.Invoke(options);
-        var inventory = DeviceInventory.Create(options, CheckpointStore.Sizes(options.CheckpointDirectory));
+        var inventory = DeviceInventory.Create(options, ModelHost.Sizes(options));
 
         var bound = silo.Services.AddOptions<ModelHostOptions>().BindConfiguration(nameof(ModelHost));
         if (configure is not null)
@@ -31,6 +31,7 @@ public static class ServingServiceCollectionExtensions
         silo.Services.AddSingleton<ModelHost>();
         silo.UseSiloMetadata(inventory.ToMetadata());
         silo.AddPlacementDirector<DevicePlacement, DevicePlacementDirector>();
+        silo.AddPlacementDirector<TrainingPlacement, TrainingPlacementDirector>();
         return silo;
     }
 }

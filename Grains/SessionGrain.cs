@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Text;
 using OrleansGpt.Grains.Interfaces;
+using OrleansGpt.Hosting;
 using OrleansGpt.Training.Model;
 using OrleansGpt.Training.Text;
 
@@ -16,12 +17,9 @@ public sealed class SessionState
 
 /// <summary>One user's settings and history; writes abstracts through the model grain for the user's size.</summary>
 public sealed class SessionGrain(
-    [PersistentState("session", SessionGrain.StorageName)] IPersistentState<SessionState> state,
+    [PersistentState("session", GrainStorage.Sessions)] IPersistentState<SessionState> state,
     IGrainFactory grains) : Grain, ISessionGrain
 {
-    /// <summary>The grain storage provider sessions need.</summary>
-    public const string StorageName = "sessions";
-
     /// <summary>Abstracts kept per session; older ones are dropped.</summary>
     public const int HistoryLimit = 20;
 
@@ -37,7 +35,7 @@ public sealed class SessionGrain(
         if (valid.ModelSize != Settings.ModelSize || valid.Sampling.MaxTokens != Settings.Sampling.MaxTokens)
         {
             var router = grains.GetGrain<IModelRouterGrain>(0);
-            string key = await router.PickReplicaAsync(valid.ModelSize, cancellationToken)
+            string key = await router.PickReplicaAsync(valid.ModelSize, cancellationToken: cancellationToken)
                 ?? throw new ArgumentOutOfRangeException(nameof(settings), valid.ModelSize, $"No silo serves the '{valid.ModelSize}' model; served: " +
                     string.Join(", ", (await router.GetReplicasAsync(cancellationToken)).Select(r => r.Size).Distinct().DefaultIfEmpty("none")));
             var info = await grains.GetGrain<IModelGrain>(key).GetInfoAsync(cancellationToken);
@@ -52,19 +50,21 @@ public sealed class SessionGrain(
     public ValueTask<IReadOnlyList<HistoryEntry>> GetHistoryAsync(CancellationToken cancellationToken = default) =>
         ValueTask.FromResult<IReadOnlyList<HistoryEntry>>([.. state.State.History]);
 
-    public async IAsyncEnumerable<string> WriteAbstractAsync(string title, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public async IAsyncEnumerable<GeneratedChunk> WriteAbstractAsync(string title, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var settings = Settings;
         // A session records the seed of every abstract, so any of them can be reproduced.
         long seed = settings.Sampling.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
         var request = new AbstractRequest(settings.Category, title, settings.ModelSize, settings.Sampling with { Seed = seed });
         var text = new StringBuilder();
-        await foreach (var piece in grains.WriteAbstractAsync(request, cancellationToken))
+        string version = "";
+        await foreach (var chunk in grains.WriteAbstractAsync(request, cancellationToken))
         {
-            text.Append(piece);
-            yield return piece;
+            text.Append(chunk.Text);
+            version = chunk.Version;
+            yield return chunk;
         }
-        state.State.History.Add(new HistoryEntry(settings.Category, PaperFormat.NormalizeWhitespace(title), text.ToString().Trim(), seed, DateTimeOffset.UtcNow));
+        state.State.History.Add(new HistoryEntry(settings.Category, PaperFormat.NormalizeWhitespace(title), text.ToString().Trim(), seed, DateTimeOffset.UtcNow, version));
         if (state.State.History.Count > HistoryLimit)
             state.State.History.RemoveRange(0, state.State.History.Count - HistoryLimit);
         await state.WriteStateAsync(CancellationToken.None);

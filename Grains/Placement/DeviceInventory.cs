@@ -7,10 +7,14 @@ namespace OrleansGpt.Grains.Placement;
 /// </summary>
 public sealed record DeviceInventory(string Node, IReadOnlyList<string> Devices, bool ShareDevices, IReadOnlyList<ModelKey> Replicas)
 {
+    /// <summary>The devices fine-tuning may use on this silo (ModelHost:TrainingDevices); empty: it does not train.</summary>
+    public IReadOnlyList<string> TrainingDevices { get; init; } = [];
+
     private const string NodeKey = "orleansgpt.node";
     private const string DevicesKey = "orleansgpt.devices";
     private const string ShareKey = "orleansgpt.share-devices";
     private const string ReplicasKey = "orleansgpt.replicas";
+    private const string TrainingKey = "orleansgpt.training-devices";
 
     /// <summary>
     /// The inventory <paramref name="options"/> describe. With no devices configured a silo owns cpu:0; with no
@@ -37,7 +41,10 @@ public sealed record DeviceInventory(string Node, IReadOnlyList<string> Devices,
                 throw new ArgumentException($"{string.Join(" and ", shared)} would share {shared.Key}: give each replica its own device in " +
                     "ModelHost:Replicas, or set ModelHost:ShareDevices to true to let one device serve several models");
         }
-        return new DeviceInventory(node, devices, options.ShareDevices, replicas);
+        List<string> training = [.. options.TrainingDevices.Select(ModelKey.NormalizeDevice)];
+        if (training.FirstOrDefault(d => !devices.Contains(d)) is { } unknown)
+            throw new ArgumentException($"ModelHost:TrainingDevices lists {unknown}, which is not in ModelHost:Devices ({string.Join(", ", devices)})");
+        return new DeviceInventory(node, devices, options.ShareDevices, replicas) { TrainingDevices = training };
     }
 
     /// <summary>Whether this silo owns the device <paramref name="key"/> names (and the node, when it names one).</summary>
@@ -50,6 +57,7 @@ public sealed record DeviceInventory(string Node, IReadOnlyList<string> Devices,
         [DevicesKey] = string.Join(',', Devices),
         [ShareKey] = ShareDevices ? "true" : "false",
         [ReplicasKey] = string.Join(',', Replicas),
+        [TrainingKey] = string.Join(',', TrainingDevices),
     };
 
     /// <summary>A silo's inventory from its metadata; null for a silo that publishes none (not a model host, or its
@@ -60,7 +68,10 @@ public sealed record DeviceInventory(string Node, IReadOnlyList<string> Devices,
             return null;
         static string[] List(string? text) => text?.Split(',', StringSplitOptions.RemoveEmptyEntries) ?? [];
         return new DeviceInventory(node, List(devices), metadata.GetValueOrDefault(ShareKey) == "true",
-            [.. List(metadata.GetValueOrDefault(ReplicasKey)).Select(ModelKey.Parse)]);
+            [.. List(metadata.GetValueOrDefault(ReplicasKey)).Select(ModelKey.Parse)])
+        {
+            TrainingDevices = List(metadata.GetValueOrDefault(TrainingKey)),
+        };
     }
 
     /// <summary>The machine's name: unique per machine, stable across restarts (two silos on one machine set ModelHost:Node).</summary>

@@ -13,6 +13,7 @@ public static class ApiServiceCollectionExtensions
         services.AddOpenTelemetry().WithMetrics(metrics => metrics
             .AddMeter(ServingMetrics.MeterName)
             .AddPrometheusExporter());
+        services.AddOptions<OperatorOptions>().BindConfiguration("Operator");
         return services;
     }
 }

@@ -35,15 +35,35 @@ public static class OpenAiApi
         app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapPost("/v1/completions", Completions);
         app.MapPost("/v1/abstracts", Abstracts);
+        // Each size with its replicas, the version each serves and how that version was made.
         app.MapGet("/v1/models", async (IGrainFactory grains, HttpContext http) =>
         {
             var replicas = await grains.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(http.RequestAborted);
+            var infos = await Task.WhenAll(replicas.Select(async r =>
+            {
+                try
+                {
+                    return await grains.GetGrain<IModelGrain>(r.Key).GetInfoAsync(http.RequestAborted);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    return null; // a replica that cannot load, or whose silo is leaving, is listed without a version
+                }
+            }));
             return Results.Json(new
             {
                 @object = "list",
-                data = replicas.GroupBy(r => r.Size).Select(g => new { id = g.Key, @object = "model", created = 0, owned_by = "orleansgpt", replicas = g.Select(r => r.Key) }),
+                data = replicas.Select((r, i) => (Replica: r, Info: infos[i])).GroupBy(x => x.Replica.Size).Select(g => new
+                {
+                    id = g.Key,
+                    @object = "model",
+                    created = 0,
+                    owned_by = "orleansgpt",
+                    replicas = g.Select(x => new { key = x.Replica.Key, version = x.Info?.Version, provenance = x.Info?.Provenance }),
+                }),
             }, Json);
         });
+        app.MapSessionApi();
         app.MapOperatorApi();
         app.MapGet("/healthz", (ModelHost host) => host.Loaded.Count > 0
             ? Results.Json(new { status = "ok", models = host.Loaded.Select(m => new { m.Key, m.Provenance }) }, Json)
@@ -85,9 +105,11 @@ public static class OpenAiApi
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var filter = new StopSequences(stops);
         using var stopped = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
-        var chunks = model.GenerateAsync(new GenerationRequest(prompt, sampling), stopped.Token);
+        // Through the resilient path: a replica lost before the first token is replaced by another.
+        var chunks = grains.GenerateAsync(size, new GenerationRequest(prompt, sampling), stopped.Token);
         int completionTokens = 0;
         string? finish = null;
+        string? version = null;
         var text = new System.Text.StringBuilder();
         bool stream = request.Stream == true;
         try
@@ -95,10 +117,11 @@ public static class OpenAiApi
             bool relayed = await RelayAsync(http, chunks, stream, async chunk =>
             {
                 completionTokens += chunk.Tokens.Length;
+                version ??= chunk.Version;
                 string piece = filter.Push(chunk.Text) + (chunk.FinishReason is not null ? filter.Flush() : "");
                 finish = filter.Stopped ? "stop" : chunk.FinishReason;
                 if (stream && (piece.Length > 0 || finish is not null))
-                    await Event(http, new CompletionChunk(id, "text_completion", created, size, [new Choice(piece, 0, null, finish)], null));
+                    await Event(http, new CompletionChunk(id, "text_completion", created, size, [new Choice(piece, 0, null, finish)], null, version));
                 else
                     text.Append(piece);
                 if (!filter.Stopped)
@@ -117,11 +140,11 @@ public static class OpenAiApi
         if (stream)
         {
             if (request.StreamOptions?.IncludeUsage == true)
-                await Event(http, new CompletionChunk(id, "text_completion", created, size, [], usage));
+                await Event(http, new CompletionChunk(id, "text_completion", created, size, [], usage, version));
             await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
             return;
         }
-        await http.Response.WriteAsJsonAsync(new CompletionChunk(id, "text_completion", created, size, [new Choice(text.ToString(), 0, null, finish)], usage), Json);
+        await http.Response.WriteAsJsonAsync(new CompletionChunk(id, "text_completion", created, size, [new Choice(text.ToString(), 0, null, finish)], usage, version), Json);
     }
 
     /// <summary>POST /v1/abstracts: {category, title, settings, stream, session}. With a session, the session
@@ -131,7 +154,7 @@ public static class OpenAiApi
         var request = await ReadAsync<AbstractsRequest>(http);
         if (request is null) return;
         if (string.IsNullOrWhiteSpace(request.Title)) { await Error(http, 400, "title is required", "title"); return; }
-        IAsyncEnumerable<string> pieces;
+        IAsyncEnumerable<GeneratedChunk> pieces;
         string? model;
         try
         {
@@ -161,12 +184,17 @@ public static class OpenAiApi
         }
 
         var text = new System.Text.StringBuilder();
-        bool relayed = await RelayAsync(http, pieces, request.Stream == true, async piece =>
+        string? version = null, finish = null;
+        int tokens = 0;
+        bool relayed = await RelayAsync(http, pieces, request.Stream == true, async chunk =>
         {
-            if (request.Stream == true)
-                await Event(http, new { text = piece });
+            version ??= chunk.Version;
+            finish = chunk.FinishReason ?? finish;
+            tokens += chunk.Tokens.Length;
+            if (request.Stream == true && (chunk.Text.Length > 0 || chunk.FinishReason is not null))
+                await Event(http, new { text = chunk.Text, finish_reason = chunk.FinishReason, version = chunk.Version });
             else
-                text.Append(piece);
+                text.Append(chunk.Text);
             return true;
         }, http.RequestAborted);
         if (!relayed)
@@ -174,7 +202,7 @@ public static class OpenAiApi
         if (request.Stream == true)
             await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
         else
-            await http.Response.WriteAsJsonAsync(new { request.Category, title = request.Title, model, @abstract = text.ToString().Trim() }, Json);
+            await http.Response.WriteAsJsonAsync(new { request.Category, title = request.Title, model, @abstract = text.ToString().Trim(), finish_reason = finish, tokens, version }, Json);
     }
 
     /// <summary>
@@ -200,6 +228,21 @@ public static class OpenAiApi
             await Failure(http, e);
             return false;
         }
+        catch (GenerationInterruptedException e)
+        {
+            // The replica's silo was lost mid-answer. Before any byte went out: 503 with Retry-After; on an open event
+            // stream: an error event (OpenAI's error body), then the stream ends without [DONE].
+            if (!http.Response.HasStarted)
+            {
+                http.Response.Headers.RetryAfter = "1";
+                await Error(http, 503, e.Message, null, "replica_lost", "server_error");
+            }
+            else if (stream)
+            {
+                await Event(http, new { error = new { message = e.Message, type = "server_error", param = (string?)null, code = "replica_lost" } });
+            }
+            return false;
+        }
     }
 
     /// <summary>The least-loaded replica serving <paramref name="size"/>; null once OpenAI's error, naming the sizes the
@@ -207,7 +250,7 @@ public static class OpenAiApi
     private static async Task<IModelGrain?> ReplicaAsync(HttpContext http, IGrainFactory grains, string? size)
     {
         var router = grains.GetGrain<IModelRouterGrain>(0);
-        string? key = string.IsNullOrEmpty(size) ? null : await router.PickReplicaAsync(size, http.RequestAborted);
+        string? key = string.IsNullOrEmpty(size) ? null : await router.PickReplicaAsync(size, cancellationToken: http.RequestAborted);
         if (key is not null)
             return grains.GetGrain<IModelGrain>(key);
         string served = string.Join(", ", (await router.GetReplicasAsync(http.RequestAborted)).Select(r => r.Size).Distinct().DefaultIfEmpty("none"));
@@ -297,7 +340,9 @@ public sealed record CompletionRequest(
 
 public sealed record StreamOptions(bool? IncludeUsage);
 
-public sealed record CompletionChunk(string Id, string Object, long Created, string Model, IReadOnlyList<Choice> Choices, Usage? Usage);
+/// <param name="SystemFingerprint">The checkpoint version that wrote the completion (OpenAI's field for "which backend
+/// configuration answered").</param>
+public sealed record CompletionChunk(string Id, string Object, long Created, string Model, IReadOnlyList<Choice> Choices, Usage? Usage, string? SystemFingerprint);
 
 public sealed record Choice(string Text, int Index, object? Logprobs, string? FinishReason);
 

@@ -1,33 +1,68 @@
+using System.Net;
+using Microsoft.Extensions.Options;
+using OrleansGpt.Grains;
 using OrleansGpt.Grains.Interfaces;
 using static OrleansGpt.Silo.Api.OpenAiApi;
 
 namespace OrleansGpt.Silo.Api;
 
+/// <summary>Who may call the operator endpoints (appsettings section "Operator").</summary>
+public sealed class OperatorOptions
+{
+    /// <summary>The key operators send as "Authorization: Bearer KEY". Empty: the operator endpoints answer only
+    /// while the silo listens on loopback addresses alone; bound to any other address they refuse every call.</summary>
+    public string ApiKey { get; set; } = "";
+}
+
 /// <summary>
-/// What operators call: reload a size's checkpoint into every replica, and fine-tune a size through its training
-/// grain (which publishes the result and reloads the replicas when the run ends). Errors use OpenAI's error body,
-/// like the rest of the API.
+/// What operators call: the cluster's state, checkpoint versions (list, promote, rollback, reload from the checkpoint
+/// directory) and fine-tunes (start, status, history, cancel, resume). Every endpoint here requires the operator key
+/// (<see cref="OperatorOptions"/>). Errors use OpenAI's error body, like the rest of the API.
 /// </summary>
 public static class OperatorApi
 {
     public static IEndpointRouteBuilder MapOperatorApi(this IEndpointRouteBuilder app)
     {
-        app.MapPost("/v1/models/{size}/reload", async (string size, HttpContext http, IGrainFactory grains) =>
+        var ops = app.MapGroup("/v1").AddEndpointFilter(RequireOperatorKey);
+
+        // Brings CheckpointDirectory/SIZE (on this silo) into the store as a version and promotes it everywhere.
+        ops.MapPost("/models/{size}/reload", async (string size, HttpContext http, IGrainFactory grains, ModelHost host) =>
         {
-            // Every replica of the size, on every silo, loads the checkpoint again.
-            var replicas = (await grains.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(http.RequestAborted)).Where(r => r.Size == size).ToList();
-            if (replicas.Count == 0)
+            if (!CheckpointFolder.Sizes(host.CheckpointDirectory).Contains(size))
             {
-                await Error(http, 404, $"No silo serves '{size}'", "size", "model_not_found");
+                await Error(http, 404, $"No checkpoint for '{size}' in {host.CheckpointDirectory} to reload", "size", "model_not_found");
                 return;
             }
-            var infos = await Task.WhenAll(replicas.Select(r => grains.GetGrain<IModelGrain>(r.Key).ReloadAsync(http.RequestAborted).AsTask()));
-            await http.Response.WriteAsJsonAsync(new { id = size, replicas = infos.Select(i => new { i.Key, i.Checkpoint, i.Provenance, i.Parameters }) }, Json);
+            await Guarded(http, async () =>
+            {
+                var manifest = await Task.Run(() => host.Import(size), http.RequestAborted);
+                var registry = grains.GetGrain<ICheckpointRegistryGrain>(size);
+                await registry.RegisterAsync(CheckpointRegistryGrain.From(manifest), cancellationToken: http.RequestAborted);
+                await WritePromotion(http, await registry.PromoteAsync(manifest.Version, http.RequestAborted));
+            });
         });
+        ops.MapGet("/models/{size}/versions", async (string size, HttpContext http, IGrainFactory grains) =>
+        {
+            var versions = await grains.GetGrain<ICheckpointRegistryGrain>(size).GetVersionsAsync(http.RequestAborted);
+            await http.Response.WriteAsJsonAsync(new { model = size, data = versions }, Json);
+        });
+        // POST /v1/models/{size}/promote {"version": "..."}: both phases on every replica; 409 naming the replica that
+        // could not load it, in which case nothing changed.
+        ops.MapPost("/models/{size}/promote", async (string size, HttpContext http, IGrainFactory grains) =>
+        {
+            var body = await ReadAsync<PromoteBody>(http);
+            if (body is null) return;
+            if (string.IsNullOrEmpty(body.Version)) { await Error(http, 400, "version is required: one of GET /v1/models/{size}/versions", "version"); return; }
+            await Guarded(http, async () => await WritePromotion(http, await grains.GetGrain<ICheckpointRegistryGrain>(size).PromoteAsync(body.Version, http.RequestAborted)));
+        });
+        ops.MapPost("/models/{size}/rollback", (string size, HttpContext http, IGrainFactory grains) =>
+            Guarded(http, async () => await WritePromotion(http, await grains.GetGrain<ICheckpointRegistryGrain>(size).RollbackAsync(http.RequestAborted))));
+        ops.MapGet("/cluster", async (HttpContext http, IGrainFactory grains) => await http.Response.WriteAsJsonAsync(await ClusterStatus.ReadAsync(grains, http.RequestAborted), Json));
 
         // POST /v1/fine-tunes {model, data_directory, epochs, max_steps, learning_rate, block_size, batch_size,
-        // gradient_accumulation, weight_decay, seed}: 202 with the run's status; 409 while the size is already training.
-        app.MapPost("/v1/fine-tunes", async (HttpContext http, IGrainFactory grains) =>
+        // gradient_accumulation, weight_decay, seed, checkpoint_every, promote}: 202 with the run's status; 409 while
+        // the size is already training or no silo may train.
+        ops.MapPost("/fine-tunes", async (HttpContext http, IGrainFactory grains) =>
         {
             var body = await ReadAsync<FineTuneBody>(http);
             if (body is null) return;
@@ -44,35 +79,66 @@ public static class OperatorApi
                 GradientAccumulation = body.GradientAccumulation ?? defaults.GradientAccumulation,
                 WeightDecay = body.WeightDecay ?? defaults.WeightDecay,
                 Seed = body.Seed ?? defaults.Seed,
+                CheckpointEvery = body.CheckpointEvery ?? defaults.CheckpointEvery,
+                Promote = body.Promote ?? defaults.Promote,
             };
-            await Run(http, () => grains.GetGrain<ITrainingGrain>(body.Model).StartAsync(request, http.RequestAborted), StatusCodes.Status202Accepted);
+            await Guarded(http, async () => await WriteStatus(http, await grains.GetGrain<ITrainingGrain>(body.Model).StartAsync(request, http.RequestAborted), StatusCodes.Status202Accepted));
         });
-        app.MapGet("/v1/fine-tunes/{size}", (string size, HttpContext http, IGrainFactory grains) =>
-            Run(http, () => grains.GetGrain<ITrainingGrain>(size).GetStatusAsync(http.RequestAborted)));
-        app.MapPost("/v1/fine-tunes/{size}/cancel", (string size, HttpContext http, IGrainFactory grains) =>
-            Run(http, () => grains.GetGrain<ITrainingGrain>(size).CancelAsync(http.RequestAborted)));
+        ops.MapGet("/fine-tunes/{size}", (string size, HttpContext http, IGrainFactory grains) =>
+            Guarded(http, async () => await WriteStatus(http, await grains.GetGrain<ITrainingGrain>(size).GetStatusAsync(http.RequestAborted))));
+        ops.MapGet("/fine-tunes/{size}/history", (string size, HttpContext http, IGrainFactory grains) =>
+            Guarded(http, async () => await http.Response.WriteAsJsonAsync(new
+            {
+                model = size,
+                data = (await grains.GetGrain<ITrainingGrain>(size).GetHistoryAsync(http.RequestAborted)).Select(StatusBody),
+            }, Json)));
+        ops.MapPost("/fine-tunes/{size}/cancel", (string size, HttpContext http, IGrainFactory grains) =>
+            Guarded(http, async () => await WriteStatus(http, await grains.GetGrain<ITrainingGrain>(size).CancelAsync(http.RequestAborted))));
+        ops.MapPost("/fine-tunes/{size}/resume", (string size, HttpContext http, IGrainFactory grains) =>
+            Guarded(http, async () => await WriteStatus(http, await grains.GetGrain<ITrainingGrain>(size).ResumeAsync(http.RequestAborted), StatusCodes.Status202Accepted)));
         return app;
     }
 
-    private static async Task Run(HttpContext http, Func<ValueTask<TrainingStatus>> call, int status = StatusCodes.Status200OK)
+    /// <summary>
+    /// 401 without the right key. With no key configured, calls are served only while every address the silo
+    /// listens on is loopback (a developer's machine); otherwise 403 saying to set Operator:ApiKey.
+    /// </summary>
+    private static async ValueTask<object?> RequireOperatorKey(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
+    {
+        var http = context.HttpContext;
+        var services = http.RequestServices;
+        string key = services.GetRequiredService<IOptions<OperatorOptions>>().Value.ApiKey;
+        if (key.Length == 0)
+        {
+            var addresses = services.GetService<Microsoft.AspNetCore.Hosting.Server.IServer>()?.Features
+                .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()?.Addresses ?? [];
+            if (addresses.All(IsLoopback))
+                return await next(context);
+            await Error(http, 403, "Operator endpoints are closed: this silo listens beyond loopback and Operator:ApiKey is not set", null, "operator_key_not_configured");
+            return null;
+        }
+        string? sent = http.Request.Headers.Authorization.FirstOrDefault() is { } header && header.StartsWith("Bearer ", StringComparison.Ordinal) ? header[7..] : null;
+        if (sent is not null && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(
+                System.Text.Encoding.UTF8.GetBytes(sent), System.Text.Encoding.UTF8.GetBytes(key)))
+            return await next(context);
+        http.Response.Headers.WWWAuthenticate = "Bearer";
+        await Error(http, 401, "Operator endpoints need the operator key: Authorization: Bearer <Operator:ApiKey>", null, "invalid_api_key");
+        return null;
+    }
+
+    private static bool IsLoopback(string address)
+    {
+        var uri = new Uri(address.Replace("://+", "://0.0.0.0", StringComparison.Ordinal).Replace("://*", "://0.0.0.0", StringComparison.Ordinal));
+        return uri.Host == "localhost" || (IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) && IPAddress.IsLoopback(ip));
+    }
+
+    /// <summary>Runs an operator call, turning its errors into OpenAI-style error bodies: 400 for bad input, 409 for a
+    /// state that does not allow it (a run going, a promotion a replica refused, nothing to roll back to).</summary>
+    private static async Task Guarded(HttpContext http, Func<Task> call)
     {
         try
         {
-            var s = await call();
-            http.Response.StatusCode = status;
-            await http.Response.WriteAsJsonAsync(new
-            {
-                model = s.Size,
-                state = s.State.ToString().ToLowerInvariant(),
-                s.Step,
-                s.TotalSteps,
-                s.TrainLoss,
-                s.EvalLoss,
-                s.Perplexity,
-                s.RunDirectory,
-                s.Message,
-                s.Reloaded,
-            }, Json);
+            await call();
         }
         catch (ArgumentException e)
         {
@@ -80,11 +146,42 @@ public static class OperatorApi
         }
         catch (InvalidOperationException e)
         {
-            await Error(http, 409, e.Message, "model", "fine_tune_running");
+            await Error(http, 409, e.Message, null, "conflict");
+        }
+        catch (InvalidDataException e)
+        {
+            await Error(http, 409, e.Message, null, "checkpoint_damaged");
         }
     }
 
+    private static Task WritePromotion(HttpContext http, Promotion p) =>
+        http.Response.WriteAsJsonAsync(new { model = p.Size, version = p.Version, previous = p.Previous, replicas = p.Replicas, load_seconds = p.LoadSeconds }, Json);
+
+    private static Task WriteStatus(HttpContext http, TrainingStatus s, int status = StatusCodes.Status200OK)
+    {
+        http.Response.StatusCode = status;
+        return http.Response.WriteAsJsonAsync(StatusBody(s), Json);
+    }
+
+    private static object StatusBody(TrainingStatus s) => new
+    {
+        model = s.Size,
+        state = s.State.ToString().ToLowerInvariant(),
+        s.Step,
+        s.TotalSteps,
+        s.TrainLoss,
+        s.EvalLoss,
+        s.Perplexity,
+        s.RunDirectory,
+        s.Message,
+        s.Reloaded,
+        s.Version,
+        s.Node,
+    };
+
+    private sealed record PromoteBody(string? Version);
+
     private sealed record FineTuneBody(
         string? Model, string? DataDirectory, int? Epochs, long? MaxSteps, double? LearningRate, int? BlockSize, int? BatchSize,
-        int? GradientAccumulation, double? WeightDecay, long? Seed);
+        int? GradientAccumulation, double? WeightDecay, long? Seed, int? CheckpointEvery, bool? Promote);
 }

@@ -69,6 +69,7 @@ public sealed class ContinuousBatcher : IDisposable
     private readonly CancellationTokenSource _stopping = new();
     private int _queued;
     private long _admitted;
+    private long _generated;
 
     public ContinuousBatcher(Gpt model, BatcherOptions options)
     {
@@ -99,6 +100,9 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>Decode steps run so far.</summary>
     public long Steps { get; private set; }
 
+    /// <summary>Tokens generated since the engine started (what a tokens-per-second reading differences).</summary>
+    public long Generated => Interlocked.Read(ref _generated);
+
     /// <summary>Where the decode thread's time went so far (benchmarks read it).</summary>
     public EngineTimings Timings { get; } = new();
 
@@ -126,6 +130,11 @@ public sealed class ContinuousBatcher : IDisposable
         var request = new Request(prompt, new TokenSampler(settings, prompt));
         _incoming.Enqueue(request);
         _wake.Release();
+        // Disposed between the check above and the enqueue (a hot swap retiring this engine): the loop may have
+        // drained its queue already, so fail the request here rather than leave it waiting forever. Completing a
+        // channel twice is harmless if the loop got to it too.
+        if (_stopping.IsCancellationRequested)
+            request.Tokens.Writer.TryComplete(new ObjectDisposedException(nameof(ContinuousBatcher)));
         return Read(request, cancellationToken);
     }
 
@@ -323,6 +332,7 @@ public sealed class ContinuousBatcher : IDisposable
         else
             ServingMetrics.InterTokenLatency.Record(Stopwatch.GetElapsedTime(request.LastAt, now).TotalSeconds, model);
         ServingMetrics.GeneratedTokens.Add(1, model);
+        Interlocked.Increment(ref _generated);
         request.LastAt = now;
         request.Last = token;
         request.Generated++;

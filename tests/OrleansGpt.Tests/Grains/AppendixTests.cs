@@ -29,7 +29,7 @@ public sealed class AppendixTests(ClusterFixture fixture)
         // Each sample is the one the model gives for that seed: the first draw, not a chosen one.
         var direct = new System.Text.StringBuilder();
         await foreach (var piece in fixture.Grains.WriteAbstractAsync(new AbstractRequest("cs.CV", "Seeing Cats", "tiny", sampling with { Seed = 102 })))
-            direct.Append(piece);
+            direct.Append(piece.Text);
         Assert.Contains("## [cs.CV] Seeing Cats\n\n" + direct.ToString().Trim() + "\n\n*seed 102*", text);
     }
 
@@ -42,7 +42,7 @@ public sealed class AppendixTests(ClusterFixture fixture)
         {
             var text = new System.Text.StringBuilder();
             await foreach (var piece in fixture.Grains.WriteAbstractAsync(new AbstractRequest("CL", $"Paper {i}", "tiny", new SamplingOptions(MaxTokens: 40, Seed: i))))
-                text.Append(piece);
+                text.Append(piece.Text);
             return text.ToString();
         });
         Assert.All(await Task.WhenAll(writes), text => Assert.False(string.IsNullOrWhiteSpace(text)));

@@ -19,10 +19,12 @@ public sealed class ClusterFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        // "operated" is reloaded by an operator test and "tunable" is fine-tuned by the training grain test.
+        // "operated" is reloaded by an operator test, "tunable" is fine-tuned by the training grain test and "promoted"
+        // changes versions in the promotion tests.
         var config = TestModels.TinyGpt2Vocabulary;
         _serving = await ServingCluster.StartAsync(
-            [("tiny", config, 5, "grain test model"), ("operated", config, 6, "before the operator's reload"), ("tunable", config, 7, "before fine-tuning")],
+            [("tiny", config, 5, "grain test model"), ("operated", config, 6, "before the operator's reload"), ("tunable", config, 7, "before fine-tuning"),
+             ("promoted", config, 8, "first weights")],
             (_, o) =>
             {
                 o.Node = "test";
@@ -31,6 +33,7 @@ public sealed class ClusterFixture : IAsyncLifetime
                 o.MaxQueue = 8;
                 o.MaxPromptTokens = 48;
                 o.MaxNewTokens = 40;
+                o.TrainingDevices = ["cpu:0"];
             });
     }
 

@@ -58,7 +58,7 @@ public sealed class GrainTests(ClusterFixture fixture)
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await session.UpdateSettingsAsync(mine with { Category = "cs.RO" }));
         // What the cluster can serve is checked too: a size no silo serves, and max_tokens above the silo's limit.
         var unserved = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await session.UpdateSettingsAsync(mine with { ModelSize = "small" }));
-        Assert.Contains("No silo serves the 'small' model; served: operated, tiny, tunable", unserved.Message);
+        Assert.Contains("No silo serves the 'small' model; served: operated, promoted, tiny, tunable", unserved.Message);
         var tooLong = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await session.UpdateSettingsAsync(mine with { Sampling = mine.Sampling with { MaxTokens = 41 } }));
         Assert.Contains("max_tokens is limited to 40 for 'tiny'", tooLong.Message);
 
@@ -73,14 +73,14 @@ public sealed class GrainTests(ClusterFixture fixture)
     {
         var session = _grains.GetGrain<ISessionGrain>("bob");
         await session.UpdateSettingsAsync(new SessionSettings("AI", "tiny", new SamplingOptions(MaxTokens: 6)));
-        var text = string.Concat(await TestModels.CollectAsync(session.WriteAbstractAsync("Knowledge Patterns")));
+        var text = string.Concat((await TestModels.CollectAsync(session.WriteAbstractAsync("Knowledge Patterns"))).Select(c => c.Text));
         var history = await session.GetHistoryAsync();
         var entry = Assert.Single(history);
         Assert.Equal(("AI", "Knowledge Patterns", text.Trim()), (entry.Category, entry.Title, entry.Abstract));
 
         // The recorded seed reproduces the abstract.
         await session.UpdateSettingsAsync(new SessionSettings("AI", "tiny", new SamplingOptions(MaxTokens: 6, Seed: entry.Seed)));
-        Assert.Equal(text, string.Concat(await TestModels.CollectAsync(session.WriteAbstractAsync("Knowledge Patterns"))));
+        Assert.Equal(text, string.Concat((await TestModels.CollectAsync(session.WriteAbstractAsync("Knowledge Patterns"))).Select(c => c.Text)));
 
         for (int i = 0; i < 21; i++)
             await TestModels.CollectAsync(session.WriteAbstractAsync($"Title {i}"));

@@ -6,6 +6,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Orleans.TestingHost;
 using OrleansGpt.Grains;
+using OrleansGpt.Hosting;
 using OrleansGpt.Silo.Api;
 using OrleansGpt.Training.Model;
 
@@ -54,7 +55,7 @@ public sealed class ServingCluster : IAsyncDisposable
         builder.ConfigureSilo((_, silo) =>
         {
             int index = Interlocked.Increment(ref started) - 1;
-            silo.AddMemoryGrainStorage(SessionGrain.StorageName);
+            silo.AddOrleansGptStorage(new ClusterSettings());
             silo.AddOrleansGptServing(o =>
             {
                 o.CheckpointDirectory = checkpoints;

@@ -37,9 +37,14 @@ public sealed class TrainingGrainTests(ClusterFixture fixture)
         Assert.Equal(["tunable@test/cpu:0"], done.Reloaded);
         var info = await model.GetInfoAsync();
         Assert.StartsWith("fine-tuned: fine-tuned from " + Path.Combine(done.RunDirectory!, "base"), info.Provenance);
+        Assert.Equal(done.Version, info.Version);
         Assert.NotEqual(before, await Tokens(model.GenerateAsync(request)));
-        // The replaced checkpoint is kept, not deleted.
-        Assert.Single(Directory.GetDirectories(Path.Combine(fixture.CheckpointDirectory, ".previous"), "tunable-*"));
+        // The version it replaced stays in the registry, as the new one's parent; the run is in the history.
+        var versions = await _grains.GetGrain<ICheckpointRegistryGrain>("tunable").GetVersionsAsync();
+        var published = Assert.Single(versions, v => v.Active);
+        Assert.Equal((done.Version, "fine-tuned", data), (published.Version, published.Kind, published.Data));
+        Assert.Contains(versions, v => v.Version == published.Parent && v.Kind == "untrained");
+        Assert.Equal([TrainingState.Cancelled, TrainingState.Succeeded], (await trainer.GetHistoryAsync()).Select(h => h.State));
     }
 
     [Fact]
@@ -48,6 +53,7 @@ public sealed class TrainingGrainTests(ClusterFixture fixture)
         using var temp = TestModels.TempDir();
         var missingSize = await Assert.ThrowsAsync<ArgumentException>(() => _grains.GetGrain<ITrainingGrain>("absent").StartAsync(new FineTuneRequest(temp.Path)).AsTask());
         Assert.Contains("No checkpoint for 'absent'", missingSize.Message);
+        Assert.Equal(TrainingState.Idle, (await _grains.GetGrain<ITrainingGrain>("absent").GetStatusAsync()).State);
         var trainer = _grains.GetGrain<ITrainingGrain>("operated");
         var noData = await Assert.ThrowsAsync<ArgumentException>(() => trainer.StartAsync(new FineTuneRequest(temp.Path)).AsTask());
         Assert.Contains("prepare", noData.Message);

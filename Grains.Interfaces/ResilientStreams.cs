@@ -1,0 +1,131 @@
+using System.Runtime.CompilerServices;
+using Orleans.Runtime;
+
+namespace OrleansGpt.Grains.Interfaces;
+
+/// <summary>
+/// A stream that broke because the silo serving it was lost (killed, partitioned, shutting down), after
+/// <see cref="TokensDelivered"/> pieces had reached the caller. Nothing was wrong with the request: sending it again
+/// (with the same seed, for the same text) is the remedy, which is why this is not retried silently, since the
+/// caller has already shown part of the answer.
+/// </summary>
+[GenerateSerializer]
+public sealed class GenerationInterruptedException : Exception
+{
+    public GenerationInterruptedException(string message, int tokensDelivered, Exception? inner = null) : base(message, inner) =>
+        TokensDelivered = tokensDelivered;
+
+    /// <summary>Pieces the caller received before the break.</summary>
+    [Id(0)]
+    public int TokensDelivered { get; }
+
+    /// <summary>Always true: the same request may be sent again.</summary>
+    public bool Retriable => true;
+}
+
+/// <summary>
+/// How callers survive a silo's death: a stream that fails before its first item is started again (on another
+/// replica, for generation); one that fails later ends with <see cref="GenerationInterruptedException"/>.
+/// </summary>
+public static class ResilientStreams
+{
+    /// <summary>Attempts per request: the first, and two more on other replicas.</summary>
+    public const int Attempts = 3;
+
+    /// <summary>
+    /// Whether <paramref name="e"/> means "the silo serving this was lost", as opposed to a problem with the request
+    /// (bad settings, busy), which no retry fixes.
+    /// </summary>
+    public static bool IsLostSilo(Exception e) => e is SiloUnavailableException or OrleansMessageRejectionException
+        or Orleans.Runtime.Messaging.ConnectionFailedException or EnumerationAbortedException or DeviceNotFoundException
+        or TimeoutException or ObjectDisposedException
+        || (e is OrleansException && e.Message.Contains("silo", StringComparison.OrdinalIgnoreCase) && e.Message.Contains("dead", StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>
+    /// Streams <paramref name="request"/> from the least-loaded replica of <paramref name="size"/>. A replica that is
+    /// lost before its first piece is left out and the request goes to another (at most <see cref="Attempts"/> tries,
+    /// with a short back-off while membership catches up); one lost later ends the stream with
+    /// <see cref="GenerationInterruptedException"/>. A size no silo serves fails with ArgumentException.
+    /// </summary>
+    public static IAsyncEnumerable<GeneratedChunk> GenerateAsync(this IGrainFactory grains, string size, GenerationRequest request,
+        CancellationToken cancellationToken = default)
+    {
+        var router = grains.GetGrain<IModelRouterGrain>(0);
+        var lost = new List<string>();
+        string current = "";
+        return UntilFirstItemAsync(async () =>
+        {
+            current = await router.PickReplicaAsync(size, lost, cancellationToken)
+                ?? throw new ArgumentException($"No silo serves '{size}'" + (lost.Count > 0 ? $" (lost: {string.Join(", ", lost)})" : ""), nameof(size));
+            return grains.GetGrain<IModelGrain>(current).GenerateAsync(request, cancellationToken);
+        }, _ => lost.Add(current), () => current, cancellationToken);
+    }
+
+    /// <summary>
+    /// Starts the stream <paramref name="start"/> returns and relays it; if it fails with <see cref="IsLostSilo"/>
+    /// before its first item, <paramref name="onLost"/> is told and it is started again (at most
+    /// <see cref="Attempts"/> times). A loss after the first item throws <see cref="GenerationInterruptedException"/>
+    /// naming <paramref name="describe"/>'s source.
+    /// </summary>
+    public static async IAsyncEnumerable<T> UntilFirstItemAsync<T>(Func<Task<IAsyncEnumerable<T>>> start, Action<Exception>? onLost = null,
+        Func<string>? describe = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            IAsyncEnumerator<T>? items = null;
+            bool first;
+            try
+            {
+                items = (await start()).GetAsyncEnumerator(cancellationToken);
+                first = await items.MoveNextAsync();
+            }
+            catch (Exception e) when (IsLostSilo(e) && attempt < Attempts && !cancellationToken.IsCancellationRequested)
+            {
+                if (items is not null)
+                    await DisposeQuietlyAsync(items);
+                onLost?.Invoke(e);
+                await Task.Delay(TimeSpan.FromMilliseconds(250 * attempt), cancellationToken);
+                continue;
+            }
+            int delivered = 0;
+            try
+            {
+                for (bool more = first; more; more = await NextAsync(items, delivered, describe))
+                {
+                    delivered++;
+                    yield return items.Current;
+                }
+            }
+            finally
+            {
+                await DisposeQuietlyAsync(items);
+            }
+            yield break;
+        }
+    }
+
+    private static async ValueTask<bool> NextAsync<T>(IAsyncEnumerator<T> items, int delivered, Func<string>? describe)
+    {
+        try
+        {
+            return await items.MoveNextAsync();
+        }
+        catch (Exception e) when (IsLostSilo(e))
+        {
+            throw new GenerationInterruptedException($"The replica writing this request ({describe?.Invoke() ?? "its silo"}) was lost after {delivered} " +
+                $"piece(s): {e.GetType().Name}: {e.Message.Split('\n')[0]}. Nothing is wrong with the request; send it again (the same seed gives the same text).", delivered, e);
+        }
+    }
+
+    private static async ValueTask DisposeQuietlyAsync<T>(IAsyncEnumerator<T> items)
+    {
+        try
+        {
+            await items.DisposeAsync();
+        }
+        catch (Exception e) when (IsLostSilo(e))
+        {
+            // Telling a lost silo that the stream is abandoned cannot succeed, and need not.
+        }
+    }
+}

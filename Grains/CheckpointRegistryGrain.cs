@@ -1,0 +1,176 @@
+using Microsoft.Extensions.Logging;
+using OrleansGpt.Grains.Interfaces;
+using OrleansGpt.Hosting;
+using OrleansGpt.Training.Model;
+
+namespace OrleansGpt.Grains;
+
+/// <summary>What a size's registry persists: its versions, the active one, and those active before it (for rollback).</summary>
+[GenerateSerializer]
+public sealed class CheckpointRegistryState
+{
+    [Id(0)] public List<CheckpointVersion> Versions { get; set; } = [];
+    [Id(1)] public string? Active { get; set; }
+    [Id(2)] public List<string> Previous { get; set; } = [];
+}
+
+/// <summary>
+/// The checkpoint versions of one size and which one is active (see <see cref="ICheckpointRegistryGrain"/>). It keeps
+/// metadata only: the weights stay in the checkpoint store, and replicas load them through their own silo's cache.
+/// Reentrant, because a replica that a promotion activates asks this grain for the active version (and may register
+/// its silo's checkpoint) while the promotion waits for it; so promotions take <see cref="_switching"/> to run one
+/// after another, and every change of state takes <see cref="_writing"/> so that two writes never race.
+/// </summary>
+[Orleans.Concurrency.Reentrant]
+public sealed partial class CheckpointRegistryGrain(
+    [PersistentState("registry", GrainStorage.Checkpoints)] IPersistentState<CheckpointRegistryState> state,
+    ILogger<CheckpointRegistryGrain> logger) : Grain, ICheckpointRegistryGrain
+{
+    private readonly SemaphoreSlim _switching = new(1, 1);
+    private readonly SemaphoreSlim _writing = new(1, 1);
+
+    private string Size => this.GetPrimaryKeyString();
+
+    public async ValueTask<CheckpointVersion> RegisterAsync(CheckpointVersion version, bool activateIfNone = false, CancellationToken cancellationToken = default)
+    {
+        if (version.Size != Size)
+            throw new ArgumentException($"Version {version.Version} is of '{version.Size}', not '{Size}'", nameof(version));
+        await _writing.WaitAsync(cancellationToken);
+        try
+        {
+            return await RegisterLockedAsync(version, activateIfNone, cancellationToken);
+        }
+        finally
+        {
+            _writing.Release();
+        }
+    }
+
+    private async Task<CheckpointVersion> RegisterLockedAsync(CheckpointVersion version, bool activateIfNone, CancellationToken cancellationToken)
+    {
+        bool changed = false;
+        if (!state.State.Versions.Any(v => v.Version == version.Version))
+        {
+            state.State.Versions.Add(version with { Active = false });
+            changed = true;
+        }
+        if (activateIfNone && state.State.Active is null)
+        {
+            state.State.Active = version.Version;
+            changed = true;
+            Activated(Size, version.Version, "first version registered");
+        }
+        if (changed)
+            await state.WriteStateAsync(cancellationToken);
+        return Mark(state.State.Versions.First(v => v.Version == version.Version));
+    }
+
+    public ValueTask<IReadOnlyList<CheckpointVersion>> GetVersionsAsync(CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult<IReadOnlyList<CheckpointVersion>>([.. state.State.Versions.Select(Mark)]);
+
+    public ValueTask<string?> GetActiveAsync(CancellationToken cancellationToken = default) => ValueTask.FromResult(state.State.Active);
+
+    public async ValueTask<Promotion> PromoteAsync(string version, CancellationToken cancellationToken = default)
+    {
+        await _switching.WaitAsync(cancellationToken);
+        try
+        {
+            if (!state.State.Versions.Any(v => v.Version == version))
+                throw new ArgumentException($"'{version}' is not a registered version of '{Size}'; registered: " +
+                    string.Join(", ", state.State.Versions.Select(v => v.Version).DefaultIfEmpty("none")), nameof(version));
+            return await SwitchAsync(version, rollback: false, cancellationToken);
+        }
+        finally
+        {
+            _switching.Release();
+        }
+    }
+
+    public async ValueTask<Promotion> RollbackAsync(CancellationToken cancellationToken = default)
+    {
+        await _switching.WaitAsync(cancellationToken);
+        try
+        {
+            if (state.State.Previous.Count == 0)
+                throw new InvalidOperationException($"'{Size}' has no earlier active version to roll back to (active: {state.State.Active ?? "none"})");
+            return await SwitchAsync(state.State.Previous[^1], rollback: true, cancellationToken);
+        }
+        finally
+        {
+            _switching.Release();
+        }
+    }
+
+    /// <summary>Both phases over every replica of the size on every silo, then the new active version persisted.</summary>
+    private async Task<Promotion> SwitchAsync(string version, bool rollback, CancellationToken cancellationToken)
+    {
+        string? previous = state.State.Active;
+        var replicas = (await GrainFactory.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(cancellationToken)).Where(r => r.Size == Size).ToList();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var prepared = await Task.WhenAll(replicas.Select(async r =>
+        {
+            try
+            {
+                await GrainFactory.GetGrain<IModelGrain>(r.Key).PrepareVersionAsync(version, cancellationToken);
+                return (r.Key, Error: (string?)null);
+            }
+            catch (Exception e)
+            {
+                return (r.Key, Error: e.Message);
+            }
+        }));
+        double loadSeconds = clock.Elapsed.TotalSeconds;
+        if (prepared.FirstOrDefault(p => p.Error is not null) is { Error: not null } failed)
+        {
+            await Task.WhenAll(prepared.Where(p => p.Error is null).Select(p => GrainFactory.GetGrain<IModelGrain>(p.Key).DiscardVersionAsync(version).AsTask()));
+            PromotionFailed(Size, version, failed.Key, failed.Error);
+            throw new InvalidOperationException($"Promoting '{Size}' to {version} failed on {failed.Key}: {failed.Error}. " +
+                $"Every replica keeps serving {previous ?? "what it served"}.");
+        }
+
+        // Persisted before the switch: a replica activated from now on (a silo restarting) loads the new version.
+        await _writing.WaitAsync(cancellationToken);
+        try
+        {
+            previous = state.State.Active;
+            if (rollback)
+                state.State.Previous.RemoveAt(state.State.Previous.Count - 1);
+            else if (previous is not null && previous != version)
+                state.State.Previous.Add(previous);
+            state.State.Active = version;
+            await state.WriteStateAsync(cancellationToken);
+        }
+        finally
+        {
+            _writing.Release();
+        }
+        await Task.WhenAll(replicas.Select(r => GrainFactory.GetGrain<IModelGrain>(r.Key).ActivateVersionAsync(version, cancellationToken).AsTask()));
+        Activated(Size, version, rollback ? $"rolled back from {previous}" : $"promoted over {previous ?? "none"}");
+        return new Promotion(Size, version, previous, [.. replicas.Select(r => r.Key)], loadSeconds);
+    }
+
+    /// <summary>
+    /// Brings CheckpointDirectory/SIZE on <paramref name="host"/>'s silo into the store and registers it, active if the
+    /// size has no active version yet; returns the size's active version. ArgumentException saying how to get a
+    /// checkpoint when there is none.
+    /// </summary>
+    public static async Task<string> ImportAsync(IGrainFactory grains, ModelHost host, string size, CancellationToken cancellationToken = default)
+    {
+        var manifest = await Task.Run(() => host.Import(size), cancellationToken);
+        var registry = grains.GetGrain<ICheckpointRegistryGrain>(size);
+        await registry.RegisterAsync(From(manifest), activateIfNone: true, cancellationToken);
+        return (await registry.GetActiveAsync(cancellationToken))!;
+    }
+
+    private CheckpointVersion Mark(CheckpointVersion v) => v with { Active = v.Version == state.State.Active };
+
+    /// <summary>A store manifest as the registry records it.</summary>
+    public static CheckpointVersion From(CheckpointManifest m) =>
+        new(m.Size, m.Version, m.Created, m.Parent, m.Kind, m.Description, m.TokensSeen, m.Data, m.Settings, m.EvalPerplexity);
+
+    [LoggerMessage(1, LogLevel.Information, "{Size}: serving version {Version} ({How})")]
+    private partial void Activated(string size, string version, string how);
+
+    [LoggerMessage(2, LogLevel.Warning, "{Size}: promotion to {Version} refused, {Replica} could not load it: {Reason}")]
+    private partial void PromotionFailed(string size, string version, string replica, string reason);
+}

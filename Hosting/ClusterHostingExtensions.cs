@@ -1,0 +1,106 @@
+using System.Net;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Orleans.Configuration;
+using StackExchange.Redis;
+
+namespace OrleansGpt.Hosting;
+
+/// <summary>
+/// The one place that turns <see cref="ClusterSettings"/> into Orleans providers: localhost or Redis membership,
+/// memory or Redis grain storage. Grains never name a provider, only a <see cref="GrainStorage"/> name.
+/// </summary>
+public static class ClusterHostingExtensions
+{
+    /// <summary>
+    /// Membership, endpoints and grain storage for a silo, from the "Cluster" section. With Redis, fails here,
+    /// naming Cluster:Redis, when the server cannot be reached.
+    /// </summary>
+    public static ISiloBuilder AddOrleansGptCluster(this ISiloBuilder silo, IConfiguration configuration)
+    {
+        var settings = ClusterSettings.From(configuration);
+        silo.Services.AddOptions<ClusterMembershipOptions>().BindConfiguration($"{ClusterSettings.SectionName}:Membership");
+        if (!settings.UsesRedis)
+        {
+            silo.UseLocalhostClustering(settings.SiloPort, settings.GatewayPort, settings.PrimarySilo, settings.ServiceId, settings.ClusterId);
+            return silo.AddOrleansGptStorage(settings);
+        }
+
+        var redis = RedisOptions(settings);
+        silo.Configure<ClusterOptions>(o => (o.ClusterId, o.ServiceId) = (settings.ClusterId, settings.ServiceId));
+        if (settings.Kubernetes)
+            silo.UseKubernetesHosting();
+        if (settings.AdvertisedAddress is { Length: > 0 } address)
+            silo.ConfigureEndpoints(IPAddress.Parse(address), settings.SiloPort, settings.GatewayPort, listenOnAnyHostAddress: true);
+        else if (!settings.Kubernetes)
+            silo.ConfigureEndpoints(settings.SiloPort, settings.GatewayPort, listenOnAnyHostAddress: true);
+        silo.UseRedisClustering(o => o.ConfigurationOptions = redis);
+        return silo.AddOrleansGptStorage(settings);
+    }
+
+    /// <summary>The grain storages of <see cref="GrainStorage.All"/>: in memory for localhost, in Redis otherwise.
+    /// Test clusters that configure their own membership call this alone.</summary>
+    public static ISiloBuilder AddOrleansGptStorage(this ISiloBuilder silo, ClusterSettings settings)
+    {
+        foreach (string name in GrainStorage.All)
+        {
+            if (settings.UsesRedis)
+            {
+                var redis = RedisOptions(settings);
+                silo.AddRedisGrainStorage(name, o => o.Configure(r => r.ConfigurationOptions = redis));
+            }
+            else
+            {
+                silo.AddMemoryGrainStorage(name);
+            }
+        }
+        return silo;
+    }
+
+    /// <summary>A client of the cluster the "Cluster" section names: with Redis, the gateways come from the
+    /// membership table; with localhost, the gateway at Cluster:GatewayPort.</summary>
+    public static IClientBuilder AddOrleansGptCluster(this IClientBuilder client, IConfiguration configuration)
+    {
+        var settings = ClusterSettings.From(configuration);
+        if (!settings.UsesRedis)
+            return client.UseLocalhostClustering(settings.GatewayPort, settings.ServiceId, settings.ClusterId);
+        var redis = RedisOptions(settings);
+        client.Configure<ClusterOptions>(o => (o.ClusterId, o.ServiceId) = (settings.ClusterId, settings.ServiceId));
+        // A silo that died leaves the gateway list within seconds rather than the default minute.
+        client.Configure<GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(5));
+        return client.UseRedisClustering(o => o.ConfigurationOptions = redis);
+    }
+
+    /// <summary>
+    /// Parses Cluster:Redis and checks that the server answers a PING within Cluster:RedisConnectTimeout, so a
+    /// wrong address stops the process at start with the setting's name instead of a retry loop in the logs.
+    /// </summary>
+    public static ConfigurationOptions RedisOptions(ClusterSettings settings)
+    {
+        ConfigurationOptions options;
+        try
+        {
+            options = ConfigurationOptions.Parse(settings.Redis!);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"Cluster:Redis is not a valid StackExchange.Redis connection string ('{settings.Redis}'): {e.Message}");
+        }
+        options.ConnectTimeout = (int)settings.RedisConnectTimeout.TotalMilliseconds;
+        options.AbortOnConnectFail = true;
+        try
+        {
+            using var probe = ConnectionMultiplexer.Connect(options.Clone());
+            probe.GetDatabase().Ping();
+        }
+        catch (RedisException e)
+        {
+            throw new InvalidOperationException($"Cluster:Redis: cannot reach Redis at '{settings.Redis}' ({e.Message.Split('\n')[0]}). " +
+                "Start redis-server there, or set Cluster:Provider=localhost for a single machine.");
+        }
+        // Once running, a Redis restart is ridden out by reconnecting rather than failing the silo.
+        options.AbortOnConnectFail = false;
+        return options;
+    }
+}

@@ -1,0 +1,75 @@
+using System.Net;
+using Microsoft.Extensions.Configuration;
+
+namespace OrleansGpt.Hosting;
+
+/// <summary>
+/// How this process finds the rest of the cluster (configuration section "Cluster"), the same for silos and clients.
+/// </summary>
+/// <remarks>
+/// <c>localhost</c> (the default) needs nothing else: one silo on this machine, or several with their own ports
+/// pointing at the primary's, grain state in memory. <c>redis</c> keeps membership and grain state (sessions,
+/// fine-tunes, the checkpoint registry) in the Redis server that <see cref="Redis"/> names, so silos on several
+/// machines form one cluster and state outlives any silo. Membership timing is the "Cluster:Membership" section,
+/// bound onto Orleans' ClusterMembershipOptions (deploy/README.md lists the values tests and production use).
+/// </remarks>
+public sealed class ClusterSettings
+{
+    public const string SectionName = "Cluster";
+
+    /// <summary>localhost or redis.</summary>
+    public string Provider { get; set; } = "localhost";
+
+    /// <summary>A StackExchange.Redis connection string ("redis-1:6379,password=..."), required with the redis provider.</summary>
+    public string? Redis { get; set; }
+
+    /// <summary>The Orleans cluster id: silos and clients with the same id (and Redis) form one cluster.</summary>
+    public string ClusterId { get; set; } = "orleansgpt";
+
+    /// <summary>The Orleans service id: grain state is keyed by it, so it stays the same across deployments.</summary>
+    public string ServiceId { get; set; } = "orleansgpt";
+
+    /// <summary>Silo-to-silo port.</summary>
+    public int SiloPort { get; set; } = 11111;
+
+    /// <summary>Where Orleans clients connect.</summary>
+    public int GatewayPort { get; set; } = 30000;
+
+    /// <summary>localhost provider: the primary silo's port when this silo is not the primary; empty for the primary.</summary>
+    public int? PrimarySiloPort { get; set; }
+
+    /// <summary>redis provider: the address other silos and clients reach this silo at; empty: this machine's first
+    /// non-loopback address, as Orleans picks it. Tests on one machine use 127.0.0.1.</summary>
+    public string? AdvertisedAddress { get; set; }
+
+    /// <summary>Running in Kubernetes: the silo takes its name, address and cluster id from the pod
+    /// (Microsoft.Orleans.Hosting.Kubernetes) and removes silos whose pods are gone.</summary>
+    public bool Kubernetes { get; set; }
+
+    /// <summary>How long to wait for Redis before giving up at start.</summary>
+    public TimeSpan RedisConnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    public bool UsesRedis => Provider == "redis";
+
+    /// <summary>Reads and checks the section; a setting that does not fit throws naming it, before anything starts.</summary>
+    public static ClusterSettings From(IConfiguration configuration)
+    {
+        var settings = configuration.GetSection(SectionName).Get<ClusterSettings>() ?? new ClusterSettings();
+        settings.Provider = settings.Provider.Trim().ToLowerInvariant();
+        if (settings.Provider is not ("localhost" or "redis"))
+            throw new ArgumentException($"Cluster:Provider must be localhost or redis, not '{settings.Provider}'");
+        if (settings.UsesRedis && string.IsNullOrWhiteSpace(settings.Redis))
+            throw new ArgumentException("Cluster:Redis is required with Cluster:Provider=redis: a StackExchange.Redis connection string such as 127.0.0.1:6379");
+        foreach (var (name, port) in new[] { ("SiloPort", (int?)settings.SiloPort), ("GatewayPort", settings.GatewayPort), ("PrimarySiloPort", settings.PrimarySiloPort) })
+            if (port is < 1 or > 65535)
+                throw new ArgumentException($"Cluster:{name} must be a TCP port (1-65535), not {port}");
+        if (settings.AdvertisedAddress is { Length: > 0 } address && !IPAddress.TryParse(address, out _))
+            throw new ArgumentException($"Cluster:AdvertisedAddress must be an IP address, not '{address}'");
+        if (string.IsNullOrWhiteSpace(settings.ClusterId) || string.IsNullOrWhiteSpace(settings.ServiceId))
+            throw new ArgumentException("Cluster:ClusterId and Cluster:ServiceId must not be empty");
+        return settings;
+    }
+
+    /// <summary>The primary silo's endpoint (localhost provider), or null when this silo is the primary.</summary>
+    public IPEndPoint? PrimarySilo => PrimarySiloPort is int port ? new IPEndPoint(IPAddress.Loopback, port) : null;
+}
