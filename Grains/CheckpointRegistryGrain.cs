@@ -150,13 +150,17 @@ public sealed partial class CheckpointRegistryGrain(
     }
 
     /// <summary>
-    /// Brings CheckpointDirectory/SIZE on <paramref name="host"/>'s silo into the store and registers it, active if the
-    /// size has no active version yet; returns the size's active version. ArgumentException saying how to get a
+    /// Brings CheckpointDirectory/SIZE on <paramref name="host"/>'s silo (or else the store's newest version of the size)
+    /// into the registry, active if the size has no active version yet; returns the size's active version. ArgumentException saying how to get a
     /// checkpoint when there is none.
     /// </summary>
     public static async Task<string> ImportAsync(IGrainFactory grains, ModelHost host, string size, CancellationToken cancellationToken = default)
     {
-        var manifest = await Task.Run(() => host.Import(size), cancellationToken);
+        // A silo with the size in its checkpoint directory brings that in; one without it (another machine sharing the
+        // store) offers the newest version the store already holds.
+        var manifest = CheckpointFolder.Sizes(host.CheckpointDirectory).Contains(size) || host.Store.Versions(size).Count == 0
+            ? await Task.Run(() => host.Import(size), cancellationToken)
+            : host.Store.Versions(size)[^1];
         var registry = grains.GetGrain<ICheckpointRegistryGrain>(size);
         await registry.RegisterAsync(From(manifest), activateIfNone: true, cancellationToken);
         return (await registry.GetActiveAsync(cancellationToken))!;

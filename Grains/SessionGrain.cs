@@ -15,7 +15,10 @@ public sealed class SessionState
     [Id(1)] public List<HistoryEntry> History { get; set; } = [];
 }
 
-/// <summary>One user's settings and history; writes abstracts through the model grain for the user's size.</summary>
+/// <summary>One user's settings and history; writes abstracts through the model grain for the user's size. Placed at
+/// random, so sessions spread over every silo rather than piling up next to the gateway their clients use; their
+/// state is in grain storage, so a session whose silo dies is activated on another with nothing lost.</summary>
+[Orleans.Placement.RandomPlacement]
 public sealed class SessionGrain(
     [PersistentState("session", GrainStorage.Sessions)] IPersistentState<SessionState> state,
     IGrainFactory grains) : Grain, ISessionGrain

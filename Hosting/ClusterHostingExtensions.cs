@@ -21,6 +21,12 @@ public static class ClusterHostingExtensions
     {
         var settings = ClusterSettings.From(configuration);
         silo.Services.AddOptions<ClusterMembershipOptions>().BindConfiguration($"{ClusterSettings.SectionName}:Membership");
+        // Orleans' default directory deactivates every grain whose directory partition lived on a silo that died: a
+        // model grain on a healthy silo would lose its running streams with it. The distributed directory hands a
+        // dead silo's ranges over, recovering the entries from the silos that host the activations.
+#pragma warning disable ORLEANSEXP003 // experimental in Orleans 10; the fault tests exercise it
+        silo.AddDistributedGrainDirectory();
+#pragma warning restore ORLEANSEXP003
         if (!settings.UsesRedis)
         {
             silo.UseLocalhostClustering(settings.SiloPort, settings.GatewayPort, settings.PrimarySilo, settings.ServiceId, settings.ClusterId);
@@ -58,11 +64,16 @@ public static class ClusterHostingExtensions
         return silo;
     }
 
-    /// <summary>A client of the cluster the "Cluster" section names: with Redis, the gateways come from the
-    /// membership table; with localhost, the gateway at Cluster:GatewayPort.</summary>
+    /// <summary>A client of the cluster the "Cluster" section names: the gateways in Cluster:Gateways if any; else,
+    /// with Redis, every gateway in the membership table; with localhost, the gateway at Cluster:GatewayPort.</summary>
     public static IClientBuilder AddOrleansGptCluster(this IClientBuilder client, IConfiguration configuration)
     {
         var settings = ClusterSettings.From(configuration);
+        if (settings.Gateways.Count > 0)
+        {
+            client.Configure<ClusterOptions>(o => (o.ClusterId, o.ServiceId) = (settings.ClusterId, settings.ServiceId));
+            return client.UseStaticClustering([.. settings.Gateways.Select(g => IPEndPoint.Parse(g))]);
+        }
         if (!settings.UsesRedis)
             return client.UseLocalhostClustering(settings.GatewayPort, settings.ServiceId, settings.ClusterId);
         var redis = RedisOptions(settings);

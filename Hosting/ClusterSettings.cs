@@ -46,6 +46,14 @@ public sealed class ClusterSettings
     /// (Microsoft.Orleans.Hosting.Kubernetes) and removes silos whose pods are gone.</summary>
     public bool Kubernetes { get; set; }
 
+    /// <summary>
+    /// Clients only: the gateways to use ("10.0.0.5:30000"), instead of every gateway the membership table lists.
+    /// A client's calls travel through its gateway, so a gateway that dies breaks the streams passing through it
+    /// (with the same retriable error as a lost replica); pinning clients to gateways on machines that serve no
+    /// model keeps a model host's failure from touching streams it does not serve.
+    /// </summary>
+    public List<string> Gateways { get; set; } = [];
+
     /// <summary>How long to wait for Redis before giving up at start.</summary>
     public TimeSpan RedisConnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
@@ -65,6 +73,9 @@ public sealed class ClusterSettings
                 throw new ArgumentException($"Cluster:{name} must be a TCP port (1-65535), not {port}");
         if (settings.AdvertisedAddress is { Length: > 0 } address && !IPAddress.TryParse(address, out _))
             throw new ArgumentException($"Cluster:AdvertisedAddress must be an IP address, not '{address}'");
+        foreach (string gateway in settings.Gateways)
+            if (!IPEndPoint.TryParse(gateway, out var endpoint) || endpoint.Port == 0)
+                throw new ArgumentException($"Cluster:Gateways entry '{gateway}' is not an IP address and port such as 127.0.0.1:30000");
         if (string.IsNullOrWhiteSpace(settings.ClusterId) || string.IsNullOrWhiteSpace(settings.ServiceId))
             throw new ArgumentException("Cluster:ClusterId and Cluster:ServiceId must not be empty");
         return settings;

@@ -9,20 +9,25 @@ namespace OrleansGpt.Silo;
 /// loads this silo's replicas through their model grains, which the placement director puts here because this silo
 /// owns their devices. The first request does not pay for loading, and /healthz reports ready once a model is served.
 /// </summary>
-public sealed partial class ModelPreloader(ModelHost host, IGrainFactory grains, ILogger<ModelPreloader> logger) : BackgroundService
+public sealed partial class ModelPreloader(
+    ModelHost host, IGrainFactory grains, IClusterMembershipService membership, ILocalSiloDetails silo, ILogger<ModelPreloader> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        // Grains can be placed once this silo is active in the cluster's membership (and so are its devices).
+        while (membership.CurrentSnapshot.GetSiloStatus(silo.SiloAddress) != SiloStatus.Active)
+            await Task.Delay(TimeSpan.FromMilliseconds(200), stoppingToken);
+
         foreach (string size in CheckpointFolder.Sizes(host.CheckpointDirectory))
         {
             try
             {
                 string active = await CheckpointRegistryGrain.ImportAsync(grains, host, size, stoppingToken);
-                string here = host.Store.Versions(size).Last(v => v.Created <= DateTimeOffset.UtcNow).Version;
-                if (here != active && host.Import(size).Version is var version && version != active)
-                    NotActive(size, version, active);
+                string here = host.Import(size).Version;
+                if (here != active)
+                    NotActive(size, here, active);
             }
-            catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException)
+            catch (Exception e) when (e is not OperationCanceledException)
             {
                 FailedToLoad(size, e.Message);
             }
@@ -38,8 +43,9 @@ public sealed partial class ModelPreloader(ModelHost host, IGrainFactory grains,
                 var info = await grains.GetGrain<IModelGrain>(replica.ToString()).GetInfoAsync(stoppingToken);
                 Loaded(info.Key, info.Version, info.Parameters, info.Provenance);
             }
-            catch (Exception e) when (e is ArgumentException or InvalidOperationException or InvalidDataException or IOException)
+            catch (Exception e) when (e is not OperationCanceledException)
             {
+                // Logged, never thrown: a replica that cannot load must not stop the silo serving the others.
                 FailedToLoad(replica.ToString(), e.Message);
             }
         }
