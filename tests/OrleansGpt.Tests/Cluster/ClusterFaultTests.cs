@@ -99,6 +99,90 @@ public sealed class ClusterFaultTests(ProcessCluster cluster, ITestOutputHelper 
         output.WriteLine($"c served again {restart.Elapsed.TotalSeconds:F1} s after its restart began");
     }
 
+    [Fact]
+    public async Task ARollingPromoteUnderLoadFailsNoRequestAndEachAnswerHasOneVersion()
+    {
+        var grains = cluster.Client;
+        var registry = grains.GetGrain<ICheckpointRegistryGrain>("tiny");
+        string before = (await registry.GetActiveAsync())!;
+        using var temp = TestModels.TempDir();
+        using (var model = TestModels.Random(ProcessCluster.ModelConfig, seed: 12))
+            OrleansGpt.Training.Model.Gpt2Checkpoint.Save(model, temp.Path, new OrleansGpt.Training.Model.ModelProvenance("untrained", "promoted under load"));
+        var next = cluster.Store.Publish("tiny", temp.Path);
+        await registry.RegisterAsync(OrleansGpt.Grains.CheckpointRegistryGrain.From(next));
+
+        // 32 streams over the three silos' replicas; the promotion starts once every replica is decoding.
+        var streams = Enumerable.Range(0, 32).Select(i => new Stream(grains.GenerateAsync("tiny",
+            new GenerationRequest([464, 3290, 286], new SamplingOptions(MaxTokens: 150, Seed: 500 + i))))).ToList();
+        foreach (var stream in streams)
+            stream.Begin();
+        for (var deadline = DateTime.UtcNow.AddSeconds(60); streams.Select(s => s.Replica).Distinct().Count(r => r is not null) < 3 && DateTime.UtcNow < deadline;)
+            await Task.Delay(50);
+        var clock = Stopwatch.StartNew();
+        var promotion = await registry.PromoteAsync(next.Version);
+        var promotedAt = clock.Elapsed;
+        var late = new Stream(grains.GenerateAsync("tiny", new GenerationRequest([464], new SamplingOptions(MaxTokens: 20, Seed: 1))));
+        late.Begin();
+        await Task.WhenAll(streams.Append(late).Select(s => s.FinishAsync()));
+
+        Assert.Equal(3, promotion.Replicas.Count);
+        Assert.All(streams, s => Assert.True(s.Error is null && s.Finish is "length" or "stop", s.Error?.ToString()));
+        // Each answer is written by one version from its first token to its last.
+        Assert.All(streams, s => Assert.Single(s.Versions));
+        Assert.Contains(streams, s => s.Versions.Single() == before);
+        Assert.Equal([next.Version], late.Versions);
+        foreach (var replica in promotion.Replicas)
+            Assert.Equal(next.Version, (await grains.GetGrain<IModelGrain>(replica).GetInfoAsync()).Version);
+        output.WriteLine($"promotion took {promotedAt.TotalSeconds:F2} s (loading {promotion.LoadSeconds:F2} s); " +
+            $"{streams.Count(s => s.Versions.Single() == before)} of 32 answers finished on the old version; longest gap between two pieces of one stream: " +
+            $"{streams.Max(s => s.LongestGap).TotalMilliseconds:F0} ms, median of the streams' longest gaps {streams.Select(s => s.LongestGap.TotalMilliseconds).Order().ElementAt(16):F0} ms");
+    }
+
+    [Fact]
+    public async Task TheWholeClusterStopsAndStartsWithSessionsFineTunesAndTheActiveVersion()
+    {
+        var grains = cluster.Client;
+        using var temp = TestModels.TempDir();
+        string data = TestData.Prepared(temp.Path, papers: 200, words: 60);
+        // A fine-tune through silo a's operator API: two steps, published and promoted on every replica.
+        var started = await cluster.Silo("a").Http.PostAsJsonAsync("/v1/fine-tunes",
+            new { model = "tiny", data_directory = data, max_steps = 2, block_size = 32, batch_size = 2, learning_rate = 1e-3 });
+        Assert.Equal(HttpStatusCode.Accepted, started.StatusCode);
+        JsonElement status;
+        for (var deadline = DateTime.UtcNow.AddMinutes(3); (status = await cluster.Silo("b").GetAsync<JsonElement>("/v1/fine-tunes/tiny")).GetProperty("state").GetString() == "running";)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the fine-tune did not finish in 3 minutes");
+            await Task.Delay(250);
+        }
+        Assert.True(status.GetProperty("state").GetString() == "succeeded", status.ToString());
+        string tuned = status.GetProperty("version").GetString()!;
+        var session = grains.GetGrain<ISessionGrain>("restart-user");
+        var settings = await session.UpdateSettingsAsync(new SessionSettings("LG", "tiny", new SamplingOptions(TopK: 40, MaxTokens: 6, Seed: 3)));
+        await TestModels.CollectAsync(session.WriteAbstractAsync("Surviving Restarts"));
+        var history = await session.GetHistoryAsync();
+        Assert.Equal(tuned, history[^1].Version);
+
+        // Every silo stops; Redis and the checkpoint store stay.
+        await Task.WhenAll(cluster.Silos.Select(s => s.StopAsync()));
+        foreach (var silo in cluster.Silos)
+            silo.Start();
+        await Task.WhenAll(cluster.Silos.Select(s => s.WaitHealthyAsync(TimeSpan.FromMinutes(2))));
+        await cluster.ConnectAsync();
+        grains = cluster.Client;
+
+        Assert.Equal(tuned, await grains.GetGrain<ICheckpointRegistryGrain>("tiny").GetActiveAsync());
+        foreach (var replica in await cluster.WaitForReplicasAsync(3, TimeSpan.FromSeconds(30)))
+            Assert.Equal(tuned, (await grains.GetGrain<IModelGrain>(replica.Key).GetInfoAsync()).Version);
+        session = grains.GetGrain<ISessionGrain>("restart-user");
+        Assert.Equal(settings, await session.GetSettingsAsync());
+        Assert.Equal(history, await session.GetHistoryAsync());
+        var runs = await cluster.Silo("c").Http.GetAsync("/v1/fine-tunes/tiny/history");
+        var last = (await runs.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("data").EnumerateArray().Last();
+        Assert.Equal(("succeeded", tuned), (last.GetProperty("state").GetString(), last.GetProperty("version").GetString()));
+        var versions = await grains.GetGrain<ICheckpointRegistryGrain>("tiny").GetVersionsAsync();
+        Assert.Equal(versions.Single(v => v.Active).Parent, versions.Single(v => v.Version == versions.Single(x => x.Active).Parent).Version);
+    }
+
     /// <summary>Which of <paramref name="ids"/> have their session grain activated on the silo of <paramref name="node"/>.</summary>
     private async Task<List<string>> SessionsOnAsync(string node, IEnumerable<string> ids)
     {
@@ -117,6 +201,12 @@ public sealed class ClusterFaultTests(ProcessCluster cluster, ITestOutputHelper 
         public string? Finish { get; private set; }
         public Exception? Error { get; private set; }
 
+        /// <summary>The versions that wrote this stream's pieces.</summary>
+        public HashSet<string> Versions { get; } = [];
+
+        /// <summary>The longest wait between two pieces.</summary>
+        public TimeSpan LongestGap { get; private set; }
+
         public void Begin() => _reading = ReadAsync();
 
         public Task FinishAsync() => _reading!;
@@ -125,8 +215,13 @@ public sealed class ClusterFaultTests(ProcessCluster cluster, ITestOutputHelper 
         {
             try
             {
+                var last = Stopwatch.StartNew();
                 await foreach (var chunk in chunks)
                 {
+                    if (Delivered > 0 && last.Elapsed > LongestGap)
+                        LongestGap = last.Elapsed;
+                    last.Restart();
+                    Versions.Add(chunk.Version);
                     Replica = chunk.Replica;
                     Delivered += chunk.Tokens.Length;
                     Finish = chunk.FinishReason ?? Finish;

@@ -58,6 +58,14 @@ public sealed class ProcessCluster : IAsyncLifetime
         foreach (var silo in Silos)
             silo.Start();
         await Task.WhenAll(Silos.Select(s => s.WaitHealthyAsync(TimeSpan.FromMinutes(2))));
+        await ConnectAsync();
+    }
+
+    /// <summary>(Re)connects the test's client once every silo is up, and waits for the three replicas.</summary>
+    public async Task ConnectAsync()
+    {
+        if (_connection is not null)
+            await _connection.DisposeAsync();
         // The test's client uses a's and b's gateways: c is the silo the fault tests kill, and a client's calls
         // through a dead gateway break like those to a dead replica (ClusterSettings.Gateways says why).
         var client = ClientSettings();
