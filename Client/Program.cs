@@ -85,11 +85,45 @@ appendix.SetAction(async r =>
 });
 root.Subcommands.Add(appendix);
 
+// ops: the operator's commands over a silo's HTTP operator API, with the operator key.
+var silo = new Option<string>("--silo") { Description = "A silo's HTTP address", DefaultValueFactory = _ => "http://127.0.0.1:5080", Recursive = true };
+var operatorKey = new Option<string?>("--key") { Description = "The operator key (default: $ORLEANSGPT_OPERATOR_KEY)", Recursive = true };
+var ops = new Command("ops", "Operate the cluster: status, versions, promote, rollback, fine-tune") { silo, operatorKey };
+OpsCommand Ops(ParseResult r) => new(new Uri(r.GetValue(silo)!), r.GetValue(operatorKey) ?? Environment.GetEnvironmentVariable("ORLEANSGPT_OPERATOR_KEY"), Console.Out);
+var sizeArgument = new Argument<string>("size") { Description = "A model size: tiny, small, ..." };
+var versionArgument = new Argument<string>("version") { Description = "A version id from 'ops versions SIZE'" };
+var status = new Command("status", "Silos, replicas with their version, queue depth and tokens/s, each size's active version");
+status.SetAction(async r => { using var o = Ops(r); return await o.StatusAsync(); });
+var versions = new Command("versions", "The versions of a size in the checkpoint registry, the active one starred") { sizeArgument };
+versions.SetAction(async r => { using var o = Ops(r); return await o.VersionsAsync(r.GetValue(sizeArgument)!); });
+var promote = new Command("promote", "Load a version on every replica, then switch (requests finish on the version they started with)") { sizeArgument, versionArgument };
+promote.SetAction(async r => { using var o = Ops(r); return await o.PromoteAsync(r.GetValue(sizeArgument)!, r.GetValue(versionArgument)!); });
+var rollback = new Command("rollback", "Promote the version that was active before the current one") { sizeArgument };
+rollback.SetAction(async r => { using var o = Ops(r); return await o.RollbackAsync(r.GetValue(sizeArgument)!); });
+var action = new Argument<string>("action") { Description = "start, status, history, cancel or resume" };
+var data = new Option<string?>("--data") { Description = "start: prepared data directory, as the training silo sees it" };
+var steps = new Option<long?>("--max-steps") { Description = "start: optimizer steps (default: 3 epochs)" };
+var lr = new Option<double?>("--lr") { Description = "start: learning rate (default 5e-5)" };
+var noPromote = new Option<bool>("--no-promote") { Description = "start: publish the result without promoting it" };
+var fineTune = new Command("fine-tune", "Fine-tune a size on a training silo: start, status, history, cancel, resume") { action, sizeArgument, data, steps, lr, noPromote };
+fineTune.SetAction(async r =>
+{
+    using var o = Ops(r);
+    string size = r.GetValue(sizeArgument)!;
+    if (r.GetValue(action) != "start")
+        return await o.FineTuneAsync(size, r.GetValue(action)!);
+    string directory = r.GetValue(data) ?? throw new ArgumentException("fine-tune start needs --data DIR (a directory written by the Training project's prepare command)");
+    return await o.FineTuneStartAsync(new { model = size, data_directory = Path.GetFullPath(directory), max_steps = r.GetValue(steps), learning_rate = r.GetValue(lr), promote = !r.GetValue(noPromote) });
+});
+foreach (var command in new[] { status, versions, promote, rollback, fineTune })
+    ops.Subcommands.Add(command);
+root.Subcommands.Add(ops);
+
 try
 {
     return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
-catch (Exception e) when (e is ArgumentException or IOException or InvalidOperationException)
+catch (Exception e) when (e is ArgumentException or IOException or InvalidOperationException or HttpRequestException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;

@@ -54,7 +54,13 @@ public static class ClusterHostingExtensions
             if (settings.UsesRedis)
             {
                 var redis = RedisOptions(settings);
-                silo.AddRedisGrainStorage(name, o => o.Configure(r => r.ConfigurationOptions = redis));
+                // Orleans' own serializer, not the JSON default: grain state types are [GenerateSerializer] records whose
+                // [Id]s keep stored state readable across versions, and JSON cannot rebuild collection-expression lists.
+                silo.AddRedisGrainStorage(name, o => o.Configure<Orleans.Serialization.Serializer>((r, serializer) =>
+                {
+                    r.ConfigurationOptions = redis;
+                    r.GrainStorageSerializer = new Orleans.Storage.OrleansGrainStorageSerializer(serializer);
+                }));
             }
             else
             {

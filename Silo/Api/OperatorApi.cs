@@ -114,17 +114,19 @@ public static class OperatorApi
                 .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()?.Addresses ?? [];
             if (addresses.All(IsLoopback))
                 return await next(context);
-            await Error(http, 403, "Operator endpoints are closed: this silo listens beyond loopback and Operator:ApiKey is not set", null, "operator_key_not_configured");
-            return null;
+            return Refusal(403, "Operator endpoints are closed: this silo listens beyond loopback and Operator:ApiKey is not set", "operator_key_not_configured");
         }
         string? sent = http.Request.Headers.Authorization.FirstOrDefault() is { } header && header.StartsWith("Bearer ", StringComparison.Ordinal) ? header[7..] : null;
         if (sent is not null && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(
                 System.Text.Encoding.UTF8.GetBytes(sent), System.Text.Encoding.UTF8.GetBytes(key)))
             return await next(context);
         http.Response.Headers.WWWAuthenticate = "Bearer";
-        await Error(http, 401, "Operator endpoints need the operator key: Authorization: Bearer <Operator:ApiKey>", null, "invalid_api_key");
-        return null;
+        return Refusal(401, "Operator endpoints need the operator key: Authorization: Bearer <Operator:ApiKey>", "invalid_api_key");
     }
+
+    /// <summary>OpenAI's error body as the filter's result (the endpoint writes nothing after a filter refuses).</summary>
+    private static IResult Refusal(int status, string message, string code) =>
+        Results.Json(new { error = new { message, type = "invalid_request_error", param = (string?)null, code } }, Json, statusCode: status);
 
     private static bool IsLoopback(string address)
     {

@@ -183,6 +183,38 @@ public sealed class ClusterFaultTests(ProcessCluster cluster, ITestOutputHelper 
         Assert.Equal(versions.Single(v => v.Active).Parent, versions.Single(v => v.Version == versions.Single(x => x.Active).Parent).Version);
     }
 
+    [Fact]
+    public async Task OperatorsSeeTheClusterAndItsVersionsWithTheKeyAndOnlyWithIt()
+    {
+        var silo = new Uri($"http://127.0.0.1:{cluster.Silo("a").HttpPort}");
+        using (var anonymous = new HttpClient { BaseAddress = silo })
+        {
+            var refused = await anonymous.GetAsync("/v1/cluster");
+            Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+            Assert.Contains("operator key", await refused.Content.ReadAsStringAsync());
+            Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PostAsJsonAsync("/v1/models/tiny/rollback", new { })).StatusCode);
+            // What users call stays open.
+            Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/v1/models")).StatusCode);
+        }
+
+        var printed = new StringWriter();
+        using (var ops = new OrleansGpt.Client.OpsCommand(silo, ProcessCluster.OperatorKey, printed))
+        {
+            Assert.Equal(0, await ops.StatusAsync());
+            Assert.Equal(0, await ops.VersionsAsync("tiny"));
+        }
+        string text = printed.ToString();
+        output.WriteLine(text);
+        foreach (var node in new[] { "a", "b", "c" })
+            Assert.Contains($"| tiny@{node}/cpu:0 | {await cluster.Client.GetGrain<ICheckpointRegistryGrain>("tiny").GetActiveAsync()} |", text);
+        Assert.Contains($"* {await cluster.Client.GetGrain<ICheckpointRegistryGrain>("tiny").GetActiveAsync()}", text);
+
+        var wrong = new StringWriter();
+        using (var ops = new OrleansGpt.Client.OpsCommand(silo, "not-the-key", wrong))
+            Assert.Equal(1, await ops.StatusAsync());
+        Assert.Contains("error: Operator endpoints need the operator key", wrong.ToString());
+    }
+
     /// <summary>Which of <paramref name="ids"/> have their session grain activated on the silo of <paramref name="node"/>.</summary>
     private async Task<List<string>> SessionsOnAsync(string node, IEnumerable<string> ids)
     {

@@ -24,6 +24,9 @@ public sealed class ProcessCluster : IAsyncLifetime
         ["Cluster:Membership:DeathVoteExpirationTimeout"] = "00:00:30",
     };
 
+    /// <summary>The silos' Operator:ApiKey; their Http clients send it.</summary>
+    public const string OperatorKey = "test-operator-key";
+
     private readonly TestModels.TempDirectory _directory = TestModels.TempDir();
     private readonly string _clusterId = "test-" + Guid.NewGuid().ToString("N")[..8];
     private ClusterConnection? _connection;
@@ -93,6 +96,7 @@ public sealed class ProcessCluster : IAsyncLifetime
             ["Cluster:ClusterId"] = _clusterId,
             ["Cluster:ServiceId"] = _clusterId,
             ["Cluster:AdvertisedAddress"] = "127.0.0.1",
+            ["Operator:ApiKey"] = OperatorKey,
             ["ModelHost:CheckpointDirectory"] = _directory.Sub($"checkpoints-{node}"),
             ["ModelHost:StoreDirectory"] = Store.Root,
             ["ModelHost:CacheDirectory"] = _directory.Sub($"cache-{node}"),

@@ -24,6 +24,8 @@ public sealed class SiloProcess : IAsyncDisposable
         GatewayPort = FreePorts.Next();
         HttpPort = FreePorts.Next();
         Http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{HttpPort}"), Timeout = TimeSpan.FromSeconds(60) };
+        if (settings.TryGetValue("Operator:ApiKey", out var key))
+            Http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
     }
 
     public string Node { get; }

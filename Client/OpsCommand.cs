@@ -1,0 +1,98 @@
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+
+namespace OrleansGpt.Client;
+
+/// <summary>
+/// The operator's commands, over a silo's HTTP operator API with the operator key (Operator:ApiKey on the silos;
+/// here --key or ORLEANSGPT_OPERATOR_KEY): cluster status, checkpoint versions, promote, rollback and fine-tunes.
+/// Each prints the API's answer; an error answer prints its message and exits 1.
+/// </summary>
+public sealed class OpsCommand(Uri silo, string? key, TextWriter output) : IDisposable
+{
+    private static readonly JsonSerializerOptions s_json = new() { WriteIndented = true };
+    private readonly HttpClient _http = Create(silo, key);
+
+    /// <summary>GET /v1/cluster, printed as tables: silos, then replicas with version, queue and tokens/s.</summary>
+    public async Task<int> StatusAsync()
+    {
+        var (ok, body) = await SendAsync(HttpMethod.Get, "/v1/cluster");
+        if (!ok) return Fail(body);
+        output.WriteLine("| silo | address | status |");
+        output.WriteLine("|---|---|---|");
+        foreach (var s in body.GetProperty("silos").EnumerateArray())
+            output.WriteLine($"| {s.GetProperty("name")} | {s.GetProperty("address")} | {s.GetProperty("status")} |");
+        output.WriteLine();
+        output.WriteLine("| replica | version | running | queued | slots | tok/s |");
+        output.WriteLine("|---|---|---:|---:|---:|---:|");
+        foreach (var r in body.GetProperty("replicas").EnumerateArray())
+            output.WriteLine($"| {r.GetProperty("key")} | {r.GetProperty("version")} | {r.GetProperty("running")} | {r.GetProperty("queued")} | {r.GetProperty("slots")} | " +
+                (r.GetProperty("tokens_per_second").ValueKind == JsonValueKind.Number ? $"{r.GetProperty("tokens_per_second").GetDouble():F1}" : r.GetProperty("error").ToString()) + " |");
+        output.WriteLine();
+        foreach (var m in body.GetProperty("models").EnumerateArray())
+            output.WriteLine($"{m.GetProperty("model")}: active version {m.GetProperty("active_version")}");
+        return 0;
+    }
+
+    /// <summary>GET /v1/models/SIZE/versions: one line per version, the active one starred.</summary>
+    public async Task<int> VersionsAsync(string size)
+    {
+        var (ok, body) = await SendAsync(HttpMethod.Get, $"/v1/models/{Uri.EscapeDataString(size)}/versions");
+        if (!ok) return Fail(body);
+        foreach (var v in body.GetProperty("data").EnumerateArray())
+            output.WriteLine($"{(v.GetProperty("active").GetBoolean() ? "*" : " ")} {v.GetProperty("version")}  {v.GetProperty("created")}  {v.GetProperty("kind")}: " +
+                $"{v.GetProperty("description")}  (parent {Text(v, "parent")}, eval ppl {Text(v, "eval_perplexity")})");
+        return 0;
+    }
+
+    public Task<int> PromoteAsync(string size, string version) => PrintAsync(HttpMethod.Post, $"/v1/models/{Uri.EscapeDataString(size)}/promote", new { version });
+
+    public Task<int> RollbackAsync(string size) => PrintAsync(HttpMethod.Post, $"/v1/models/{Uri.EscapeDataString(size)}/rollback");
+
+    public Task<int> FineTuneStartAsync(object request) => PrintAsync(HttpMethod.Post, "/v1/fine-tunes", request);
+
+    public Task<int> FineTuneAsync(string size, string action) => action switch
+    {
+        "status" => PrintAsync(HttpMethod.Get, $"/v1/fine-tunes/{Uri.EscapeDataString(size)}"),
+        "history" => PrintAsync(HttpMethod.Get, $"/v1/fine-tunes/{Uri.EscapeDataString(size)}/history"),
+        "cancel" or "resume" => PrintAsync(HttpMethod.Post, $"/v1/fine-tunes/{Uri.EscapeDataString(size)}/{action}"),
+        _ => throw new ArgumentException($"Unknown fine-tune action '{action}': start, status, history, cancel or resume"),
+    };
+
+    private async Task<int> PrintAsync(HttpMethod method, string path, object? body = null)
+    {
+        var (ok, answer) = await SendAsync(method, path, body);
+        if (!ok) return Fail(answer);
+        output.WriteLine(JsonSerializer.Serialize(answer, s_json));
+        return 0;
+    }
+
+    private async Task<(bool Ok, JsonElement Body)> SendAsync(HttpMethod method, string path, object? body = null)
+    {
+        using var request = new HttpRequestMessage(method, path) { Content = body is null ? null : JsonContent.Create(body) };
+        using var response = await _http.SendAsync(request);
+        var text = await response.Content.ReadAsStringAsync();
+        var json = text.Length > 0 ? JsonDocument.Parse(text).RootElement.Clone() : default;
+        return (response.IsSuccessStatusCode, json);
+    }
+
+    private int Fail(JsonElement body)
+    {
+        string message = body.ValueKind == JsonValueKind.Object && body.TryGetProperty("error", out var e) ? e.GetProperty("message").GetString()! : body.ToString();
+        output.WriteLine($"error: {message}");
+        return 1;
+    }
+
+    private static string Text(JsonElement e, string name) => e.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v.ToString() : "none";
+
+    private static HttpClient Create(Uri silo, string? key)
+    {
+        var http = new HttpClient { BaseAddress = silo, Timeout = TimeSpan.FromMinutes(10) };
+        if (!string.IsNullOrEmpty(key))
+            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        return http;
+    }
+
+    public void Dispose() => _http.Dispose();
+}
