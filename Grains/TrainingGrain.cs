@@ -85,6 +85,7 @@ public sealed partial class TrainingGrain(
         if (Status is not { State: TrainingState.Interrupted, RunDirectory: { } run } interrupted || state.State.Request is not { } request)
             throw new InvalidOperationException($"'{Size}' has no interrupted run to resume (state: {Status.State.ToString().ToLowerInvariant()})");
         var train = Options(request, run, resume: SavedStep(run) > 0);
+        state.State.History.Add(interrupted);
         await BeginAsync(request, train, interrupted with { State = TrainingState.Running, Node = TrainingNode(), Message = $"resuming from step {SavedStep(run)}" });
         return Status;
     }

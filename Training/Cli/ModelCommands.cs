@@ -8,12 +8,13 @@ using static TorchSharp.torch;
 
 namespace OrleansGpt.Training.Cli;
 
-/// <summary>init, logits and generate.</summary>
+/// <summary>init, publish, logits and generate.</summary>
 internal static class ModelCommands
 {
     public static void AddTo(RootCommand root)
     {
         root.Subcommands.Add(InitCommand());
+        root.Subcommands.Add(PublishCommand());
         root.Subcommands.Add(LogitsCommand());
         root.Subcommands.Add(GenerateCommand());
     }
@@ -45,6 +46,29 @@ internal static class ModelCommands
             Gpt2Checkpoint.Save(gpt, outDir, provenance);
             Console.WriteLine($"Wrote {outDir}: {r.GetValue(model)} ({CommandLine.Thousands(config.ParameterCount)} parameters, " +
                 $"{config.Layers} layers, {config.Heads} heads, {config.Embedding} wide, block size {config.BlockSize}, vocabulary {config.VocabSize}), untrained.");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Puts a checkpoint (or a training run's) into a cluster's checkpoint store as a version; an operator then
+    /// promotes it (Client -- ops promote SIZE VERSION).</summary>
+    private static Command PublishCommand()
+    {
+        var checkpoint = CheckpointOption();
+        var store = new Option<string>("--store") { Description = "The cluster's checkpoint store (ModelHost:StoreDirectory)", Required = true };
+        var size = new Option<string>("--size") { Description = "The size it serves as: tiny, small, ...", Required = true };
+        var parent = new Option<string?>("--parent") { Description = "The version it was fine-tuned from, if any" };
+        var data = new Option<string?>("--data") { Description = "The prepared data it was trained on, if any" };
+        var command = new Command("publish", "Copy a checkpoint into a checkpoint store as a version (content hash), checking it as it copies; prints the version")
+        {
+            checkpoint, store, size, parent, data,
+        };
+        command.SetHandler(r =>
+        {
+            var manifest = new CheckpointStore(r.GetValue(store)!).Publish(r.GetValue(size)!, r.GetValue(checkpoint)!,
+                new CheckpointOrigin(r.GetValue(parent), r.GetValue(data) is { } d ? Path.GetFullPath(d) : null));
+            Console.WriteLine(manifest.Version);
             return 0;
         });
         return command;

@@ -184,6 +184,60 @@ public sealed class ClusterFaultTests(ProcessCluster cluster, ITestOutputHelper 
     }
 
     [Fact]
+    public async Task AFineTuneWhoseSiloDiesSaysSoAndResumesOnAnotherTrainingSilo()
+    {
+        using var temp = TestModels.TempDir();
+        string data = TestData.Prepared(temp.Path, papers: 200, words: 60);
+        // Started through b's API, so the training grain is placed on b (a training silo, and the caller).
+        var b = cluster.Silo("b");
+        var started = await b.Http.PostAsJsonAsync("/v1/fine-tunes",
+            new { model = "tiny", data_directory = data, max_steps = 40, checkpoint_every = 4, block_size = 32, batch_size = 2, learning_rate = 1e-3 });
+        Assert.Equal(HttpStatusCode.Accepted, started.StatusCode);
+        Assert.Equal("b/cpu:0", (await started.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("node").GetString());
+        JsonElement status;
+        for (var deadline = DateTime.UtcNow.AddMinutes(2); (status = await b.GetAsync<JsonElement>("/v1/fine-tunes/tiny")).GetProperty("step").GetInt64() < 9;)
+        {
+            Assert.True(DateTime.UtcNow < deadline && status.GetProperty("state").GetString() == "running", status.ToString());
+            await Task.Delay(100);
+        }
+        b.Kill();
+
+        // Asked on a, once membership has declared b dead: the persisted run reports the silo's death.
+        var a = cluster.Silo("a");
+        for (var deadline = DateTime.UtcNow.AddSeconds(60); ; await Task.Delay(250))
+        {
+            using var response = await a.Http.GetAsync("/v1/fine-tunes/tiny");
+            if (response.IsSuccessStatusCode && (status = await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("state").GetString() == "interrupted")
+                break;
+            Assert.True(DateTime.UtcNow < deadline, $"no interrupted status on a after 60 s: {await response.Content.ReadAsStringAsync()}");
+        }
+        string message = status.GetProperty("message").GetString()!;
+        Assert.Contains("interrupted: the silo running it (b/cpu:0) stopped", message);
+        int saved = int.Parse(System.Text.RegularExpressions.Regex.Match(message, "last checkpoint is at step ([0-9]+)").Groups[1].Value);
+        Assert.True(saved >= 8 && saved % 4 == 0, message);
+
+        // Resumed on a, it finishes the 40 steps from its last checkpoint and publishes.
+        var resumed = await a.Http.PostAsync("/v1/fine-tunes/tiny/resume", null);
+        Assert.Equal(HttpStatusCode.Accepted, resumed.StatusCode);
+        Assert.Equal("a/cpu:0", (await resumed.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("node").GetString());
+        for (var deadline = DateTime.UtcNow.AddMinutes(3); (status = await a.GetAsync<JsonElement>("/v1/fine-tunes/tiny")).GetProperty("state").GetString() == "running";)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the resumed fine-tune did not finish in 3 minutes");
+            await Task.Delay(250);
+        }
+        Assert.True(status.GetProperty("state").GetString() == "succeeded", status.ToString());
+        Assert.Equal(40, status.GetProperty("step").GetInt64());
+        var log = await File.ReadAllTextAsync(Path.Combine(status.GetProperty("run_directory").GetString()!, "train.log"));
+        Assert.Contains($"resuming at step {saved}", log);
+        var history = (await a.GetAsync<JsonElement>("/v1/fine-tunes/tiny/history")).GetProperty("data").EnumerateArray().Select(h => h.GetProperty("state").GetString()).ToList();
+        Assert.Equal(["interrupted", "succeeded"], history.TakeLast(2));
+
+        b.Start();
+        await b.WaitHealthyAsync(TimeSpan.FromMinutes(2));
+        await cluster.WaitForReplicasAsync(3, TimeSpan.FromSeconds(60));
+    }
+
+    [Fact]
     public async Task OperatorsSeeTheClusterAndItsVersionsWithTheKeyAndOnlyWithIt()
     {
         var silo = new Uri($"http://127.0.0.1:{cluster.Silo("a").HttpPort}");
