@@ -41,11 +41,14 @@ public static class SessionApi
             SessionSettings updated;
             try
             {
+                // Checked here first, where the error still knows which setting it is about; the grain then checks
+                // what only the cluster knows (a size some silo serves, that replica's max_tokens limit).
+                SessionGrain.Validate(wanted);
                 updated = await session.UpdateSettingsAsync(wanted, http.RequestAborted);
             }
             catch (ArgumentException e)
             {
-                await Error(http, 400, e.Message.Split(" (Parameter ")[0], SettingName(e, patch));
+                await Error(http, 400, e.Message.Split(" (Parameter ")[0], SettingName(e));
                 return;
             }
             await WriteAsync(http, id, updated, await session.GetHistoryAsync(http.RequestAborted));
@@ -62,12 +65,17 @@ public static class SessionApi
     }
 
     /// <summary>Which field of the patch an error is about, as the API spells it.</summary>
-    private static string? SettingName(ArgumentException e, SessionPatch patch) => e.Message switch
+    private static string? SettingName(ArgumentException e) => e.ParamName switch
     {
-        var m when m.Contains("max_tokens", StringComparison.Ordinal) || e.ParamName == "MaxNewTokens" => "max_tokens",
-        var m when m.Contains("category", StringComparison.OrdinalIgnoreCase) => "category",
-        var m when m.Contains("model", StringComparison.OrdinalIgnoreCase) || m.Contains("silo serves", StringComparison.Ordinal) => "model",
-        _ => e.ParamName switch { "TopP" => "top_p", "TopK" => "top_k", "Temperature" => "temperature", _ => patch.Category is not null ? "category" : null },
+        "TopP" => "top_p",
+        "TopK" => "top_k",
+        "Temperature" => "temperature",
+        "MaxNewTokens" => "max_tokens",
+        "text" => "category",
+        _ when e.Message.Contains("max_tokens", StringComparison.Ordinal) => "max_tokens",
+        _ when e.Message.Contains("model", StringComparison.OrdinalIgnoreCase) || e.Message.Contains("size", StringComparison.OrdinalIgnoreCase) => "model",
+        _ when e.Message.Contains("categor", StringComparison.OrdinalIgnoreCase) => "category",
+        _ => null,
     };
 
     private static Task WriteAsync(HttpContext http, string id, SessionSettings settings, IReadOnlyList<HistoryEntry> history) =>

@@ -81,6 +81,15 @@ public sealed class MultiSiloTests(MultiSiloFixture fixture) : IClassFixture<Mul
     }
 
     [Fact]
+    public async Task FineTuningRunsOnlyWhereATrainingDeviceIsConfigured()
+    {
+        // Neither silo lists ModelHost:TrainingDevices: the fine-tune is refused, not run on a serving device.
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(() =>
+            Grains.GetGrain<ITrainingGrain>("tiny").StartAsync(new FineTuneRequest("/nowhere")).AsTask());
+        Assert.Contains("ModelHost:TrainingDevices", refused.Message);
+    }
+
+    [Fact]
     public async Task RequestsGoToTheLeastLoadedReplica()
     {
         var replicas = await fixture.ReplicasAsync(3);
