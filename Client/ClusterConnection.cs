@@ -50,6 +50,9 @@ public sealed class ClusterConnection : IAsyncDisposable
         var builder = Host.CreateApplicationBuilder();
         builder.Configuration.AddInMemoryCollection(overrides ?? new Dictionary<string, string?>());
         builder.Logging.SetMinimumLevel(LogLevel.Warning); // Orleans' start-up chatter would bury the output
+        // A stream abandoned because its silo died is reported by GenerationInterruptedException; Orleans' own warning
+        // about the proxy it could not close would only repeat that, with a stack trace.
+        builder.Logging.AddFilter("Orleans.Runtime.AsyncEnumerableRequest", LogLevel.Error);
         builder.UseOrleansClient(client => client.AddOrleansGptCluster(builder.Configuration));
         var host = builder.Build();
         await host.StartAsync();

@@ -8,8 +8,10 @@ using OrleansGpt.Grains.Interfaces;
 var root = new RootCommand("OrleansGpt client: chat for abstracts, model info and load bench against a cluster.");
 var redis = new Option<string?>("--redis") { Description = "The cluster's Redis (host:port): gateways come from its membership table", Recursive = true };
 var gatewayPort = new Option<int?>("--gateway-port") { Description = "Without Redis: the local silo's gateway port (default 30000)", Recursive = true };
+var gateways = new Option<string[]>("--gateway") { Description = "Use only these gateways (HOST:PORT, repeatable) instead of every one in membership", Recursive = true };
 root.Options.Add(redis);
 root.Options.Add(gatewayPort);
+root.Options.Add(gateways);
 Task<ClusterConnection> Connect(ParseResult r)
 {
     var overrides = new Dictionary<string, string?>();
@@ -17,6 +19,9 @@ Task<ClusterConnection> Connect(ParseResult r)
         (overrides["Cluster:Provider"], overrides["Cluster:Redis"]) = ("redis", connection);
     if (r.GetValue(gatewayPort) is int port)
         overrides["Cluster:GatewayPort"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    var pinned = r.GetValue(gateways) ?? [];
+    for (int i = 0; i < pinned.Length; i++)
+        overrides[$"Cluster:Gateways:{i}"] = pinned[i];
     return ClusterConnection.ConnectAsync(overrides);
 }
 
@@ -43,7 +48,7 @@ info.SetAction(async r =>
     foreach (var k in keys)
     {
         var i = await connection.Cluster.GetGrain<IModelGrain>(k).GetInfoAsync();
-        Console.WriteLine($"{i.Key} on silo {i.Silo}: {i.Parameters:N0} parameters from {i.Checkpoint} ({i.Provenance})");
+        Console.WriteLine($"{i.Key} on silo {i.Silo}: version {i.Version}, {i.Parameters:N0} parameters ({i.Provenance})");
     }
     return 0;
 });
@@ -54,13 +59,20 @@ var requests = new Option<int>("--requests") { Description = "Requests per concu
 var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens generated per request", DefaultValueFactory = _ => 128 };
 var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length (random token ids)", DefaultValueFactory = _ => 32 };
 var model = new Option<string>("--model") { Description = "Checkpoint size to load", DefaultValueFactory = _ => "small" };
+var clusterFaults = new Option<bool>("--cluster-faults") { Description = "Instead: steady load while a version is promoted, a silo killed and restarted (first --concurrency value)" };
+var promoteVersion = new Option<string?>("--promote") { Description = "--cluster-faults: the version to promote under load" };
+var killCommand = new Option<string?>("--kill") { Description = "--cluster-faults: shell command that kills a silo, e.g. 'deploy/local-cluster.sh kill c'" };
+var restartCommand = new Option<string?>("--restart") { Description = "--cluster-faults: shell command that starts it again" };
 var bench = new Command("bench", "Load a running silo: aggregate tok/s, req/s, time to first token and inter-token latency p50/p99, failures")
 {
-    concurrency, requests, maxTokens, promptTokens, model,
+    concurrency, requests, maxTokens, promptTokens, model, clusterFaults, promoteVersion, killCommand, restartCommand,
 };
 bench.SetAction(async r =>
 {
     await using var connection = await Connect(r);
+    if (r.GetValue(clusterFaults))
+        return await new ClusterFaultBench(connection.Cluster, r.GetValue(model)!, int.Parse(r.GetValue(concurrency)!.Split(',')[0], System.Globalization.CultureInfo.InvariantCulture),
+            r.GetValue(maxTokens), Console.Out).RunAsync(r.GetValue(promoteVersion), r.GetValue(killCommand), r.GetValue(restartCommand));
     return await BenchCommand.RunAsync(connection, [.. r.GetValue(concurrency)!.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)],
         r.GetValue(requests), r.GetValue(maxTokens), r.GetValue(promptTokens), r.GetValue(model)!, Console.Out);
 });

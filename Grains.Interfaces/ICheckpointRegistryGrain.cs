@@ -17,7 +17,8 @@ public interface ICheckpointRegistryGrain : IGrainWithStringKey
     /// becomes the active version when the size has none yet (a silo bringing in its checkpoint directory).</summary>
     ValueTask<CheckpointVersion> RegisterAsync(CheckpointVersion version, bool activateIfNone = false, CancellationToken cancellationToken = default);
 
-    /// <summary>Every registered version, oldest first, the active one marked.</summary>
+    /// <summary>Every version, oldest first, the active one marked (versions found in the checkpoint store are
+    /// registered as they are found).</summary>
     ValueTask<IReadOnlyList<CheckpointVersion>> GetVersionsAsync(CancellationToken cancellationToken = default);
 
     /// <summary>The version replicas serve, or null when the size has none.</summary>

@@ -33,6 +33,14 @@ public static class ResilientStreams
     public const int Attempts = 3;
 
     /// <summary>
+    /// How long a started stream may go without its next item before it counts as lost. Items of a running stream
+    /// come every decode step (milliseconds); a read already on its way to a silo that died is otherwise only
+    /// answered by Orleans' response timeout (30 s by default), because a client does not watch the deaths of
+    /// silos that are not its gateways.
+    /// </summary>
+    public static readonly TimeSpan StallTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>
     /// Whether <paramref name="e"/> means "the silo serving this was lost", as opposed to a problem with the request
     /// (bad settings, busy), which no retry fixes.
     /// </summary>
@@ -108,7 +116,7 @@ public static class ResilientStreams
     {
         try
         {
-            return await items.MoveNextAsync();
+            return await items.MoveNextAsync().AsTask().WaitAsync(StallTimeout);
         }
         catch (Exception e) when (IsLostSilo(e))
         {
@@ -121,11 +129,12 @@ public static class ResilientStreams
     {
         try
         {
-            await items.DisposeAsync();
+            // Bounded: telling a lost silo that the stream is abandoned cannot succeed, and need not be waited for.
+            await items.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(1));
         }
-        catch (Exception e) when (IsLostSilo(e))
+        catch (Exception e) when (IsLostSilo(e) || e is NotSupportedException or InvalidOperationException)
         {
-            // Telling a lost silo that the stream is abandoned cannot succeed, and need not.
+            // A proxy whose read was abandoned may refuse to dispose; the silo side ends it on its own.
         }
     }
 }

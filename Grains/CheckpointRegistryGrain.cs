@@ -24,6 +24,7 @@ public sealed class CheckpointRegistryState
 [Orleans.Concurrency.Reentrant]
 public sealed partial class CheckpointRegistryGrain(
     [PersistentState("registry", GrainStorage.Checkpoints)] IPersistentState<CheckpointRegistryState> state,
+    ModelHost host,
     ILogger<CheckpointRegistryGrain> logger) : Grain, ICheckpointRegistryGrain
 {
     private readonly SemaphoreSlim _switching = new(1, 1);
@@ -65,8 +66,11 @@ public sealed partial class CheckpointRegistryGrain(
         return Mark(state.State.Versions.First(v => v.Version == version.Version));
     }
 
-    public ValueTask<IReadOnlyList<CheckpointVersion>> GetVersionsAsync(CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult<IReadOnlyList<CheckpointVersion>>([.. state.State.Versions.Select(Mark)]);
+    public async ValueTask<IReadOnlyList<CheckpointVersion>> GetVersionsAsync(CancellationToken cancellationToken = default)
+    {
+        await SyncFromStoreAsync(cancellationToken);
+        return [.. state.State.Versions.Select(Mark)];
+    }
 
     public ValueTask<string?> GetActiveAsync(CancellationToken cancellationToken = default) => ValueTask.FromResult(state.State.Active);
 
@@ -75,6 +79,8 @@ public sealed partial class CheckpointRegistryGrain(
         await _switching.WaitAsync(cancellationToken);
         try
         {
+            if (!state.State.Versions.Any(v => v.Version == version))
+                await SyncFromStoreAsync(cancellationToken);
             if (!state.State.Versions.Any(v => v.Version == version))
                 throw new ArgumentException($"'{version}' is not a registered version of '{Size}'; registered: " +
                     string.Join(", ", state.State.Versions.Select(v => v.Version).DefaultIfEmpty("none")), nameof(version));
@@ -164,6 +170,26 @@ public sealed partial class CheckpointRegistryGrain(
         var registry = grains.GetGrain<ICheckpointRegistryGrain>(size);
         await registry.RegisterAsync(From(manifest), activateIfNone: true, cancellationToken);
         return (await registry.GetActiveAsync(cancellationToken))!;
+    }
+
+    /// <summary>Registers versions that reached the shared store without this grain (Training -- publish, a copy by
+    /// hand), so an operator can list and promote them.</summary>
+    private async Task SyncFromStoreAsync(CancellationToken cancellationToken)
+    {
+        var stored = await Task.Run(() => host.Store.Versions(Size), cancellationToken);
+        await _writing.WaitAsync(cancellationToken);
+        try
+        {
+            var missing = stored.Where(m => !state.State.Versions.Any(v => v.Version == m.Version)).Select(From).ToList();
+            if (missing.Count == 0)
+                return;
+            state.State.Versions.AddRange(missing);
+            await state.WriteStateAsync(cancellationToken);
+        }
+        finally
+        {
+            _writing.Release();
+        }
     }
 
     private CheckpointVersion Mark(CheckpointVersion v) => v with { Active = v.Version == state.State.Active };

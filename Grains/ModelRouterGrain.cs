@@ -1,5 +1,4 @@
 using Orleans.Concurrency;
-using Orleans.Runtime.MembershipService.SiloMetadata;
 using OrleansGpt.Grains.Interfaces;
 using OrleansGpt.Grains.Placement;
 
@@ -10,14 +9,13 @@ namespace OrleansGpt.Grains;
 /// stateless worker, so each silo routes with its own activation and the membership and metadata it already has.
 /// </summary>
 [StatelessWorker]
-public sealed class ModelRouterGrain(IClusterMembershipService membership, ISiloMetadataCache metadata) : Grain, IModelRouterGrain
+public sealed class ModelRouterGrain(IClusterMembershipService membership, DeviceInventories inventories) : Grain, IModelRouterGrain
 {
-    public ValueTask<IReadOnlyList<ReplicaInfo>> GetReplicasAsync(CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult<IReadOnlyList<ReplicaInfo>>(Replicas());
+    public async ValueTask<IReadOnlyList<ReplicaInfo>> GetReplicasAsync(CancellationToken cancellationToken = default) => await ReplicasAsync();
 
     public async ValueTask<string?> PickReplicaAsync(string size, IReadOnlyList<string>? exclude = null, CancellationToken cancellationToken = default)
     {
-        var replicas = Replicas().Where(r => r.Size == size && exclude?.Contains(r.Key) != true).ToList();
+        var replicas = (await ReplicasAsync()).Where(r => r.Size == size && exclude?.Contains(r.Key) != true).ToList();
         if (replicas.Count <= 1)
             return replicas.FirstOrDefault()?.Key;
         // A replica that cannot report (its silo is leaving, its load failed) is skipped rather than failing the request.
@@ -37,11 +35,11 @@ public sealed class ModelRouterGrain(IClusterMembershipService membership, ISilo
         return candidates[Random.Shared.Next(candidates.Count)].Key;
     }
 
-    private List<ReplicaInfo> Replicas() =>
+    private async Task<List<ReplicaInfo>> ReplicasAsync() =>
     [
-        .. membership.CurrentSnapshot.Members.Values
+        .. (await Task.WhenAll(membership.CurrentSnapshot.Members.Values
             .Where(m => m.Status == SiloStatus.Active)
-            .Select(m => DeviceInventory.FromMetadata(metadata.GetSiloMetadata(m.SiloAddress).Metadata))
+            .Select(m => inventories.GetAsync(m.SiloAddress).AsTask())))
             .Where(inventory => inventory is not null)
             .SelectMany(inventory => inventory!.Replicas)
             .Select(key => new ReplicaInfo(key.ToString(), key.Size, key.Node!, key.Device))

@@ -32,6 +32,8 @@ public static class ServingServiceCollectionExtensions
         silo.UseSiloMetadata(inventory.ToMetadata());
         silo.AddPlacementDirector<DevicePlacement, DevicePlacementDirector>();
         silo.AddPlacementDirector<TrainingPlacement, TrainingPlacementDirector>();
+        silo.AddPlacementDirector<SiloPlacement, SiloPlacementDirector>();
+        silo.Services.AddSingleton<DeviceInventories>();
         return silo;
     }
 }

@@ -18,8 +18,10 @@ redis_port="${REDIS_PORT:-6380}"
 silo_dll="Silo/bin/Debug/net10.0/OrleansGpt.Silo.dll"
 nodes=(a b c d e f g h)
 
-redis_running() { [[ -f "$state/redis.pid" ]] && kill -0 "$(cat "$state/redis.pid")" 2>/dev/null; }
-silo_running() { [[ -f "$state/silo-$1.pid" ]] && kill -0 "$(cat "$state/silo-$1.pid")" 2>/dev/null; }
+# Alive and not a zombie (a killed silo whose parent shell is gone may linger as one where nothing reaps it).
+alive() { local stat; stat=$(ps -o stat= -p "$1" 2>/dev/null) && [[ -n "$stat" && "$stat" != Z* ]]; }
+redis_running() { [[ -f "$state/redis.pid" ]] && alive "$(cat "$state/redis.pid")"; }
+silo_running() { [[ -f "$state/silo-$1.pid" ]] && alive "$(cat "$state/silo-$1.pid")"; }
 index_of() { for i in "${!nodes[@]}"; do [[ "${nodes[$i]}" == "$1" ]] && { echo "$i"; return; }; done; echo "unknown node $1" >&2; exit 2; }
 
 start_silo() {

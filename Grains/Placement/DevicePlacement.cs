@@ -1,5 +1,4 @@
 using Orleans.Placement;
-using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Runtime.Placement;
 using OrleansGpt.Grains.Interfaces;
 
@@ -21,20 +20,20 @@ public sealed class DevicePlacementAttribute() : PlacementAttribute(DevicePlacem
 /// silo doing the placement, then the lowest silo address, so repeated placements agree. When no silo owns the
 /// device the activation fails with a message listing the devices the cluster has.
 /// </summary>
-public sealed class DevicePlacementDirector(ISiloMetadataCache metadata) : IPlacementDirector
+public sealed class DevicePlacementDirector(DeviceInventories devices) : IPlacementDirector
 {
-    public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
+    public async Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
         var key = ModelKey.Parse(target.GrainIdentity.Key.ToString()!);
-        var inventories = context.GetCompatibleSilos(target)
-            .Select(silo => (Silo: silo, Inventory: DeviceInventory.FromMetadata(metadata.GetSiloMetadata(silo).Metadata)))
-            .ToList();
+        var silos = context.GetCompatibleSilos(target);
+        var found = await Task.WhenAll(silos.Select(silo => devices.GetAsync(silo).AsTask()));
+        var inventories = silos.Select((silo, i) => (Silo: silo, Inventory: found[i])).ToList();
         var owners = inventories.Where(s => s.Inventory?.Owns(key) == true).Select(s => s.Silo).ToList();
         if (owners.Count == 0)
         {
             var known = inventories.Where(s => s.Inventory is not null).SelectMany(s => s.Inventory!.Devices.Select(d => $"{s.Inventory.Node}/{d}")).Order(StringComparer.Ordinal);
             throw new DeviceNotFoundException($"No silo owns the device for model grain '{key}'. Devices in the cluster: {string.Join(", ", known.DefaultIfEmpty("none"))}");
         }
-        return Task.FromResult(owners.Contains(context.LocalSilo) ? context.LocalSilo : owners.Min()!);
+        return owners.Contains(context.LocalSilo) ? context.LocalSilo : owners.Min()!;
     }
 }

@@ -1,5 +1,4 @@
 using Orleans.Placement;
-using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Runtime.Placement;
 
 namespace OrleansGpt.Grains.Placement;
@@ -19,16 +18,16 @@ public sealed class TrainingPlacementAttribute() : PlacementAttribute(TrainingPl
 /// doing the placement, then the lowest address (so a restarted grain goes back to the same silo when it can). With
 /// no such silo the activation fails saying which setting to add, rather than training on a serving device.
 /// </summary>
-public sealed class TrainingPlacementDirector(ISiloMetadataCache metadata) : IPlacementDirector
+public sealed class TrainingPlacementDirector(DeviceInventories devices) : IPlacementDirector
 {
-    public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
+    public async Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
-        var trainers = context.GetCompatibleSilos(target)
-            .Where(silo => DeviceInventory.FromMetadata(metadata.GetSiloMetadata(silo).Metadata)?.TrainingDevices.Count > 0)
-            .ToList();
+        var silos = context.GetCompatibleSilos(target);
+        var found = await Task.WhenAll(silos.Select(silo => devices.GetAsync(silo).AsTask()));
+        var trainers = silos.Where((_, i) => found[i]?.TrainingDevices.Count > 0).ToList();
         if (trainers.Count == 0)
             throw new InvalidOperationException("No silo in the cluster may fine-tune: list a device in ModelHost:TrainingDevices " +
                 "(for example [\"cpu:0\"]) on the silo that should train");
-        return Task.FromResult(trainers.Contains(context.LocalSilo) ? context.LocalSilo : trainers.Min()!);
+        return trainers.Contains(context.LocalSilo) ? context.LocalSilo : trainers.Min()!;
     }
 }
