@@ -157,10 +157,11 @@ public sealed partial class CheckpointRegistryGrain(
 
     /// <summary>
     /// Brings CheckpointDirectory/SIZE on <paramref name="host"/>'s silo (or else the store's newest version of the size)
-    /// into the registry, active if the size has no active version yet; returns the size's active version. ArgumentException saying how to get a
+    /// into the registry, active if the size has no active version yet; returns the version brought in and the size's
+    /// active version (they differ when the registry already serves another). ArgumentException saying how to get a
     /// checkpoint when there is none.
     /// </summary>
-    public static async Task<string> ImportAsync(IGrainFactory grains, ModelHost host, string size, CancellationToken cancellationToken = default)
+    public static async Task<(string Imported, string Active)> ImportAsync(IGrainFactory grains, ModelHost host, string size, CancellationToken cancellationToken = default)
     {
         // A silo with the size in its checkpoint directory brings that in; one without it (another machine sharing the
         // store) offers the newest version the store already holds.
@@ -169,7 +170,7 @@ public sealed partial class CheckpointRegistryGrain(
             : host.Store.Versions(size)[^1];
         var registry = grains.GetGrain<ICheckpointRegistryGrain>(size);
         await registry.RegisterAsync(From(manifest), activateIfNone: true, cancellationToken);
-        return (await registry.GetActiveAsync(cancellationToken))!;
+        return (manifest.Version, (await registry.GetActiveAsync(cancellationToken))!);
     }
 
     /// <summary>Registers versions that reached the shared store without this grain (Training -- publish, a copy by

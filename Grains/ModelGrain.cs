@@ -23,7 +23,7 @@ public sealed class ModelGrain(ModelHost host) : Grain, IModelGrain
         string key = this.GetPrimaryKeyString();
         string size = ModelKey.Parse(key).Size;
         string version = await GrainFactory.GetGrain<ICheckpointRegistryGrain>(size).GetActiveAsync(cancellationToken)
-            ?? await CheckpointRegistryGrain.ImportAsync(GrainFactory, host, size, cancellationToken);
+            ?? (await CheckpointRegistryGrain.ImportAsync(GrainFactory, host, size, cancellationToken)).Active;
         await Task.Run(() => host.Activate(key, version), cancellationToken);
     }
 

@@ -70,7 +70,7 @@ public sealed partial class TrainingGrain(
         if (_run is { IsCompleted: false })
             throw new InvalidOperationException($"'{Size}' is already fine-tuning (step {Status.Step} of {Status.TotalSteps}); cancel that run first");
         string baseVersion = await GrainFactory.GetGrain<ICheckpointRegistryGrain>(Size).GetActiveAsync(cancellationToken)
-            ?? await CheckpointRegistryGrain.ImportAsync(GrainFactory, host, Size, cancellationToken);
+            ?? (await CheckpointRegistryGrain.ImportAsync(GrainFactory, host, Size, cancellationToken)).Active;
         foreach (var split in new[] { "train", "eval" })
             if (!File.Exists(TokenSplit.TokensPath(request.DataDirectory, split)) || !File.Exists(TokenSplit.ExamplesPath(request.DataDirectory, split)))
                 throw new ArgumentException($"'{request.DataDirectory}' holds no prepared {split} split: run the Training project's prepare command first", nameof(request.DataDirectory));

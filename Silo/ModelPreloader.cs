@@ -22,8 +22,7 @@ public sealed partial class ModelPreloader(
         {
             try
             {
-                string active = await CheckpointRegistryGrain.ImportAsync(grains, host, size, stoppingToken);
-                string here = host.Import(size).Version;
+                var (here, active) = await CheckpointRegistryGrain.ImportAsync(grains, host, size, stoppingToken);
                 if (here != active)
                     NotActive(size, here, active);
             }

@@ -74,10 +74,21 @@ restart)
     start_silo "$node"
     ;;
 stop)
+    # Silos first, and waited for: a stopping silo records its exit in Redis, so Redis goes last.
+    pids=()
     for pidfile in "$state"/silo-*.pid; do
-        [[ -f "$pidfile" ]] && kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+        [[ -f "$pidfile" ]] || continue
+        pid="$(cat "$pidfile")"
+        alive "$pid" && kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
         rm -f "$pidfile"
     done
+    for _ in $(seq 60); do
+        running=0
+        for pid in "${pids[@]}"; do alive "$pid" && running=1; done
+        [[ $running == 0 ]] && break
+        sleep 0.5
+    done
+    for pid in "${pids[@]}"; do alive "$pid" && kill -9 "$pid" && echo "silo pid $pid did not stop in 30 s: killed"; done
     redis_running && redis-cli -p "$redis_port" shutdown >/dev/null 2>&1 || true
     echo "stopped (state kept in $state; delete it to start afresh)"
     ;;

@@ -98,8 +98,8 @@ public static class OpenAiApi
             await Failure(http, e);
             return;
         }
-        var model = await ReplicaAsync(http, grains, request.Model);
-        if (model is null) return;
+        // The size must be served (404 naming the served sizes otherwise); the resilient path below picks the replica.
+        if (await ReplicaAsync(http, grains, request.Model) is null) return;
         string size = request.Model!;
         string id = "cmpl-" + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
