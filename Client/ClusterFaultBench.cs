@@ -62,11 +62,15 @@ public sealed class ClusterFaultBench(IClusterClient cluster, string model, int 
             }
             Row("kill (until every request under way has ended)", (from, _clock.Elapsed));
             output.WriteLine();
-            TimeSpan? slowest;
+            TimeSpan? slowest, completed;
             lock (_requests)
+            {
                 slowest = _requests.Where(r => r.Start < killed && r.Outcome != "ok").Select(r => (TimeSpan?)(r.End - killed)).Max();
+                completed = _requests.Where(r => r.Start < killed && r.End >= killed && r.Outcome == "ok").Select(r => (TimeSpan?)(r.End - killed)).Max();
+            }
             output.WriteLine($"after the kill: membership stopped routing to the dead silo in {Seconds(dropped)}; the first request sent after the kill completed " +
-                $"{Seconds(served)} after it; the last stream it cut reported its retriable error {Seconds(slowest)} after it");
+                $"{Seconds(served)} after it; the last stream it cut reported its retriable error {Seconds(slowest)} after it; every other request under way " +
+                $"(those queued on the dead silo moved to another) had completed {Seconds(completed)} after it");
             if (restartCommand is not null)
             {
                 var restarted = _clock.Elapsed;

@@ -49,6 +49,6 @@ public static class AbstractWriting
             var plan = await grains.GetGrain<IAbstractWriterGrain>(0).PrepareAsync(request with { Exclude = [.. lost] }, cancellationToken);
             current = plan.ModelKey;
             return grains.GetGrain<IModelGrain>(plan.ModelKey).GenerateAsync(plan.Request, cancellationToken);
-        }, _ => lost.Add(current), () => current, cancellationToken);
+        }, _ => lost.Add(current), () => current, ResilientStreams.IsListedAsync(grains, () => current), cancellationToken);
     }
 }

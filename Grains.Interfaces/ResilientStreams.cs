@@ -40,6 +40,11 @@ public static class ResilientStreams
     /// </summary>
     public static readonly TimeSpan StallTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>How often a request still waiting for its first item (queued behind others) asks whether its replica
+    /// is still listed: once membership drops a dead silo, its queued requests move without waiting for Orleans'
+    /// response timeout.</summary>
+    public static readonly TimeSpan QueuedCheckEvery = TimeSpan.FromSeconds(2);
+
     /// <summary>
     /// Whether <paramref name="e"/> means "the silo serving this was lost", as opposed to a problem with the request
     /// (bad settings, busy), which no retry fixes.
@@ -66,17 +71,23 @@ public static class ResilientStreams
             current = await router.PickReplicaAsync(size, lost, cancellationToken)
                 ?? throw new ArgumentException($"No silo serves '{size}'" + (lost.Count > 0 ? $" (lost: {string.Join(", ", lost)})" : ""), nameof(size));
             return grains.GetGrain<IModelGrain>(current).GenerateAsync(request, cancellationToken);
-        }, _ => lost.Add(current), () => current, cancellationToken);
+        }, _ => lost.Add(current), () => current, IsListedAsync(grains, () => current), cancellationToken);
     }
+
+    /// <summary>Whether the router still lists the replica <paramref name="key"/> names (its silo is active).</summary>
+    public static Func<CancellationToken, Task<bool>> IsListedAsync(IGrainFactory grains, Func<string> key) => async cancellationToken =>
+        (await grains.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(cancellationToken)).Any(r => r.Key == key());
 
     /// <summary>
     /// Starts the stream <paramref name="start"/> returns and relays it; if it fails with <see cref="IsLostSilo"/>
     /// before its first item, <paramref name="onLost"/> is told and it is started again (at most
-    /// <see cref="Attempts"/> times). A loss after the first item throws <see cref="GenerationInterruptedException"/>
-    /// naming <paramref name="describe"/>'s source.
+    /// <see cref="Attempts"/> times). While the first item is awaited, <paramref name="stillServing"/> is asked every
+    /// <see cref="QueuedCheckEvery"/>; false counts as a lost silo. A loss after the first item throws
+    /// <see cref="GenerationInterruptedException"/> naming <paramref name="describe"/>'s source.
     /// </summary>
     public static async IAsyncEnumerable<T> UntilFirstItemAsync<T>(Func<Task<IAsyncEnumerable<T>>> start, Action<Exception>? onLost = null,
-        Func<string>? describe = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        Func<string>? describe = null, Func<CancellationToken, Task<bool>>? stillServing = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         for (int attempt = 1; ; attempt++)
         {
@@ -85,7 +96,7 @@ public static class ResilientStreams
             try
             {
                 items = (await start()).GetAsyncEnumerator(cancellationToken);
-                first = await items.MoveNextAsync();
+                first = await FirstAsync(items, stillServing, describe, cancellationToken);
             }
             catch (Exception e) when (IsLostSilo(e) && attempt < Attempts && !cancellationToken.IsCancellationRequested)
             {
@@ -110,6 +121,26 @@ public static class ResilientStreams
             }
             yield break;
         }
+    }
+
+    /// <summary>The first MoveNext, given up (as a lost silo) when <paramref name="stillServing"/> says the replica is gone.</summary>
+    private static async Task<bool> FirstAsync<T>(IAsyncEnumerator<T> items, Func<CancellationToken, Task<bool>>? stillServing, Func<string>? describe,
+        CancellationToken cancellationToken)
+    {
+        var first = items.MoveNextAsync().AsTask();
+        if (stillServing is null)
+            return await first;
+        while (await Task.WhenAny(first, Task.Delay(QueuedCheckEvery, cancellationToken)) != first)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (!await stillServing(cancellationToken))
+            {
+                // The abandoned read ends with Orleans' response timeout; nothing waits for it.
+                _ = first.ContinueWith(t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+                throw new SiloUnavailableException($"{describe?.Invoke() ?? "The replica"} is no longer listed by the cluster: its silo left or died");
+            }
+        }
+        return await first;
     }
 
     private static async ValueTask<bool> NextAsync<T>(IAsyncEnumerator<T> items, int delivered, Func<string>? describe)
