@@ -99,34 +99,39 @@ public static class OperatorApi
         return app;
     }
 
-    /// <summary>
-    /// 401 without the right key. With no key configured, calls are served only while every address the silo
-    /// listens on is loopback (a developer's machine); otherwise 403 saying to set Operator:ApiKey.
-    /// </summary>
+    /// <summary>Lets operator calls through, or answers with <see cref="Check"/>'s refusal.</summary>
     private static async ValueTask<object?> RequireOperatorKey(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
         var http = context.HttpContext;
-        var services = http.RequestServices;
-        string key = services.GetRequiredService<IOptions<OperatorOptions>>().Value.ApiKey;
-        if (key.Length == 0)
-        {
-            var addresses = services.GetService<Microsoft.AspNetCore.Hosting.Server.IServer>()?.Features
-                .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()?.Addresses ?? [];
-            if (addresses.All(IsLoopback))
-                return await next(context);
-            return Refusal(403, "Operator endpoints are closed: this silo listens beyond loopback and Operator:ApiKey is not set", "operator_key_not_configured");
-        }
-        string? sent = http.Request.Headers.Authorization.FirstOrDefault() is { } header && header.StartsWith("Bearer ", StringComparison.Ordinal) ? header[7..] : null;
-        if (sent is not null && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(
-                System.Text.Encoding.UTF8.GetBytes(sent), System.Text.Encoding.UTF8.GetBytes(key)))
+        var addresses = http.RequestServices.GetService<Microsoft.AspNetCore.Hosting.Server.IServer>()?.Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()?.Addresses ?? [];
+        var refusal = Check(http.RequestServices.GetRequiredService<IOptions<OperatorOptions>>().Value.ApiKey, addresses,
+            http.Request.Headers.Authorization.FirstOrDefault());
+        if (refusal is null)
             return await next(context);
-        http.Response.Headers.WWWAuthenticate = "Bearer";
-        return Refusal(401, "Operator endpoints need the operator key: Authorization: Bearer <Operator:ApiKey>", "invalid_api_key");
+        if (refusal.Value.Status == 401)
+            http.Response.Headers.WWWAuthenticate = "Bearer";
+        return Results.Json(new { error = new { message = refusal.Value.Message, type = "invalid_request_error", param = (string?)null, code = refusal.Value.Code } },
+            Json, statusCode: refusal.Value.Status);
     }
 
-    /// <summary>OpenAI's error body as the filter's result (the endpoint writes nothing after a filter refuses).</summary>
-    private static IResult Refusal(int status, string message, string code) =>
-        Results.Json(new { error = new { message, type = "invalid_request_error", param = (string?)null, code } }, Json, statusCode: status);
+    /// <summary>
+    /// Whether an operator call may proceed: null when it may, else the refusal. With a key configured, the call must
+    /// send "Authorization: Bearer KEY" (401 otherwise; compared in constant time). With none, calls are served only
+    /// while every address the silo listens on is loopback (a developer's machine), and refused with 403 saying to
+    /// set Operator:ApiKey otherwise.
+    /// </summary>
+    public static (int Status, string Message, string Code)? Check(string configuredKey, IEnumerable<string> listenAddresses, string? authorization)
+    {
+        if (configuredKey.Length == 0)
+            return listenAddresses.All(IsLoopback) ? null
+                : (403, "Operator endpoints are closed: this silo listens beyond loopback and Operator:ApiKey is not set", "operator_key_not_configured");
+        string? sent = authorization is { } header && header.StartsWith("Bearer ", StringComparison.Ordinal) ? header[7..] : null;
+        return sent is not null && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(
+                System.Text.Encoding.UTF8.GetBytes(sent), System.Text.Encoding.UTF8.GetBytes(configuredKey))
+            ? null
+            : (401, "Operator endpoints need the operator key: Authorization: Bearer <Operator:ApiKey>", "invalid_api_key");
+    }
 
     private static bool IsLoopback(string address)
     {
