@@ -42,23 +42,26 @@ public static class ClusterHostingExtensions
         else if (!settings.Kubernetes)
             silo.ConfigureEndpoints(settings.SiloPort, settings.GatewayPort, listenOnAnyHostAddress: true);
         silo.UseRedisClustering(o => o.ConfigurationOptions = redis);
-        return silo.AddOrleansGptStorage(settings);
+        return AddStorage(silo, redis);
     }
 
     /// <summary>The grain storages of <see cref="GrainStorage.All"/>: in memory for localhost, in Redis otherwise.
     /// Test clusters that configure their own membership call this alone.</summary>
-    public static ISiloBuilder AddOrleansGptStorage(this ISiloBuilder silo, ClusterSettings settings)
+    public static ISiloBuilder AddOrleansGptStorage(this ISiloBuilder silo, ClusterSettings settings) =>
+        AddStorage(silo, settings.UsesRedis ? RedisOptions(settings) : null);
+
+    /// <summary>Redis grain storage when <paramref name="redis"/> is given, memory otherwise.</summary>
+    private static ISiloBuilder AddStorage(ISiloBuilder silo, ConfigurationOptions? redis)
     {
         foreach (string name in GrainStorage.All)
         {
-            if (settings.UsesRedis)
+            if (redis is not null)
             {
-                var redis = RedisOptions(settings);
                 // Orleans' own serializer, not the JSON default: grain state types are [GenerateSerializer] records whose
                 // [Id]s keep stored state readable across versions, and JSON cannot rebuild collection-expression lists.
                 silo.AddRedisGrainStorage(name, o => o.Configure<Orleans.Serialization.Serializer>((r, serializer) =>
                 {
-                    r.ConfigurationOptions = redis;
+                    r.ConfigurationOptions = redis.Clone();
                     r.GrainStorageSerializer = new Orleans.Storage.OrleansGrainStorageSerializer(serializer);
                 }));
             }
@@ -113,7 +116,8 @@ public static class ClusterHostingExtensions
         }
         catch (RedisException e)
         {
-            throw new InvalidOperationException($"Cluster:Redis: cannot reach Redis at '{settings.Redis}' ({e.Message.Split('\n')[0]}). " +
+            // StackExchange's message goes on to advise abortConnect, which does not apply to a check made at start.
+            throw new InvalidOperationException($"Cluster:Redis: cannot reach Redis at '{settings.Redis}' ({e.Message.Split('.')[0]}). " +
                 "Start redis-server there, or set Cluster:Provider=localhost for a single machine.");
         }
         // Once running, a Redis restart is ridden out by reconnecting rather than failing the silo.
