@@ -70,7 +70,8 @@ public sealed class OpsCommand(Uri silo, string? key, TextWriter output) : IDisp
 
     private async Task<(bool Ok, JsonElement Body)> SendAsync(HttpMethod method, string path, object? body = null)
     {
-        using var request = new HttpRequestMessage(method, path) { Content = body is null ? null : JsonContent.Create(body) };
+        // Every POST is JSON, an empty one included: the API refuses other content types (cross-site requests).
+        using var request = new HttpRequestMessage(method, path) { Content = method == HttpMethod.Get ? null : JsonContent.Create(body ?? new { }) };
         using var response = await _http.SendAsync(request);
         var text = await response.Content.ReadAsStringAsync();
         var json = text.Length > 0 ? JsonDocument.Parse(text).RootElement.Clone() : default;

@@ -33,8 +33,8 @@ public static class OpenAiApi
     public static IEndpointRouteBuilder MapOrleansGptApi(this IEndpointRouteBuilder app)
     {
         app.MapPrometheusScrapingEndpoint("/metrics");
-        app.MapPost("/v1/completions", Completions);
-        app.MapPost("/v1/abstracts", Abstracts);
+        app.MapPost("/v1/completions", Completions).RequireJsonBodies();
+        app.MapPost("/v1/abstracts", Abstracts).RequireJsonBodies();
         // Each size with its replicas, the version each serves and how that version was made.
         app.MapGet("/v1/models", async (IGrainFactory grains, HttpContext http) =>
         {
@@ -83,6 +83,7 @@ public static class OpenAiApi
         var request = await ReadAsync<CompletionRequest>(http);
         if (request is null) return;
         if (request.N is not (null or 1)) { await Error(http, 400, "Only n = 1 is supported", "n"); return; }
+        if ((NotUnicode(request.Prompt, "prompt") ?? NotUnicode(request.Stop, "stop")) is { } bad) { await Error(http, 400, bad.Message, bad.Param); return; }
         int[]? prompt = ReadPrompt(request.Prompt);
         if (prompt is null) { await Error(http, 400, "prompt must be a string, an array of one string, or an array of token ids", "prompt"); return; }
         string[]? stops = ReadStops(request.Stop);
@@ -154,6 +155,14 @@ public static class OpenAiApi
         var request = await ReadAsync<AbstractsRequest>(http);
         if (request is null) return;
         if (string.IsNullOrWhiteSpace(request.Title)) { await Error(http, 400, "title is required", "title"); return; }
+        if (Gpt2Tokenizer.UnpairedSurrogate(request.Title) is int at) { await Error(http, 400, NotUnicodeMessage("title", at), "title"); return; }
+        if (request.Session is { Length: > 0 } named && (request.Settings is not null || request.Category is not null || request.Model is not null))
+        {
+            // A session's abstracts use the session's settings; silently ignoring these would mislead the caller.
+            await Error(http, 400, $"A request with a session uses that session's category, model and settings; change them with PATCH /v1/sessions/{named}",
+                request.Settings is not null ? "settings" : request.Category is not null ? "category" : "model");
+            return;
+        }
         IAsyncEnumerable<GeneratedChunk> pieces;
         string? model;
         try
@@ -294,7 +303,15 @@ public static class OpenAiApi
         }
         catch (JsonException e)
         {
-            await Error(http, 400, $"The request body is not valid JSON for this endpoint: {e.Message}", e.Path);
+            // The field as the caller wrote it: "settings.top_p", not the JSON path "$.settings.top_p".
+            string reason = e.InnerException is { } inner ? $"{e.Message} ({inner.Message})" : e.Message;
+            await Error(http, 400, $"The request body is not valid JSON for this endpoint: {reason}", e.Path is { Length: > 2 } path && path.StartsWith("$.", StringComparison.Ordinal) ? path[2..] : e.Path);
+            return null;
+        }
+        catch (Exception e) when (e is InvalidOperationException or System.Text.DecoderFallbackException or ArgumentException)
+        {
+            // What System.Text.Json throws for bytes that are not UTF-8, among others.
+            await Error(http, 400, $"The request body is not valid UTF-8 JSON: {e.Message}", null);
             return null;
         }
     }
@@ -303,10 +320,44 @@ public static class OpenAiApi
     {
         ModelBusyException busy => Busy(http, busy),
         ArgumentException a when a.Message.StartsWith("No checkpoint", StringComparison.Ordinal) || a.Message.StartsWith("No silo serves", StringComparison.Ordinal) => Error(http, 404, a.Message, "model", "model_not_found"),
-        ArgumentException a => Error(http, 400, a.Message.Split(" (Parameter ")[0],
-            a.ParamName is { } name ? s_parameterNames.GetValueOrDefault(name, name) : null),
+        ArgumentException a => Error(http, 400, a.Message.Split(" (Parameter ")[0], ParameterOf(a)),
         _ => throw e,
     };
+
+    /// <summary>The request field an ArgumentException is about, as the API spells it. Limits checked inside a grain
+    /// name their field in the message ("max_tokens is limited to 40"), since the parameter name of an exception
+    /// that crossed from a grain is not what the caller sent.</summary>
+    private static string? ParameterOf(ArgumentException a)
+    {
+        if (a.Message.StartsWith("max_tokens", StringComparison.Ordinal))
+            return "max_tokens";
+        return a.ParamName is { } name ? s_parameterNames.GetValueOrDefault(name, name) : null;
+    }
+
+    /// <summary>The first string in <paramref name="value"/> (a string or an array of them) that is not valid Unicode.</summary>
+    private static (string Message, string Param)? NotUnicode(JsonElement? value, string param)
+    {
+        if (value is not { } v)
+            return null;
+        string[] strings;
+        try
+        {
+            strings = v.ValueKind == JsonValueKind.String ? [v.GetString()!]
+                : v.ValueKind == JsonValueKind.Array ? [.. v.EnumerateArray().Where(e => e.ValueKind == JsonValueKind.String).Select(e => e.GetString()!)] : [];
+        }
+        catch (InvalidOperationException)
+        {
+            // A JsonElement keeps its raw bytes; bytes that are not UTF-8 fail only when read as a string.
+            return ($"{param} is not valid Unicode text: bytes that are not UTF-8, or an escaped unpaired UTF-16 surrogate", param);
+        }
+        foreach (string s in strings)
+            if (Gpt2Tokenizer.UnpairedSurrogate(s) is int at)
+                return (NotUnicodeMessage(param, at), param);
+        return null;
+    }
+
+    private static string NotUnicodeMessage(string param, int at) =>
+        $"{param} is not valid Unicode: an unpaired UTF-16 surrogate at character {at}; send text that encodes to UTF-8";
 
     private static Task Busy(HttpContext http, ModelBusyException busy)
     {

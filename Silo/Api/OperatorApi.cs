@@ -23,7 +23,7 @@ public static class OperatorApi
 {
     public static IEndpointRouteBuilder MapOperatorApi(this IEndpointRouteBuilder app)
     {
-        var ops = app.MapGroup("/v1").AddEndpointFilter(RequireOperatorKey);
+        var ops = app.MapGroup("/v1").AddEndpointFilter(RequireOperatorKey).RequireJsonBodies();
 
         // Brings CheckpointDirectory/SIZE (on this silo) into the store as a version and promotes it everywhere.
         ops.MapPost("/models/{size}/reload", async (string size, HttpContext http, IGrainFactory grains, ModelHost host) =>

@@ -52,7 +52,7 @@ public static class SessionApi
                 return;
             }
             await WriteAsync(http, id, updated, await session.GetHistoryAsync(http.RequestAborted));
-        });
+        }).RequireJsonBodies();
         return app;
     }
 

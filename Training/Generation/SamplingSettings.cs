@@ -27,14 +27,22 @@ public sealed record SamplingSettings
     /// reproduced).</summary>
     public long? Seed { get; init; }
 
+    /// <summary>The smallest non-zero temperature accepted.</summary>
+    public const double MinTemperature = 0.01;
+
+    /// <summary>The largest temperature accepted.</summary>
+    public const double MaxTemperature = 100;
+
     /// <summary>Always the most likely token.</summary>
     public static SamplingSettings Greedy { get; } = new() { Temperature = 0 };
 
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting out of range.</summary>
     public SamplingSettings Validate()
     {
-        if (double.IsNaN(Temperature) || Temperature < 0)
-            throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, "temperature must be >= 0 (0 = greedy)");
+        // Below 0.01 the scaled logits overflow towards a one-hot that greedy (0) gives exactly; above 100 they are
+        // flat enough that sampling is uniform over the vocabulary. Neither is a setting anyone means.
+        if (!(Temperature == 0 || Temperature is >= MinTemperature and <= MaxTemperature))
+            throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, $"temperature must be 0 (greedy) or between {MinTemperature} and {MaxTemperature}");
         if (TopK < 0)
             throw new ArgumentOutOfRangeException(nameof(TopK), TopK, "top_k must be >= 0 (0 = off)");
         if (double.IsNaN(TopP) || TopP <= 0 || TopP > 1)

@@ -62,7 +62,9 @@ public sealed partial class Gpt2Tokenizer
     public static Gpt2Tokenizer Shared => s_shared.Value;
 
     /// <summary>BPE ids of <paramref name="text"/>; never contains a special id.</summary>
-    public int[] Encode(string text) => [.. _bpe.EncodeToIds(text)];
+    public int[] Encode(string text) => UnpairedSurrogate(text) is int at
+        ? throw new ArgumentException($"The text is not valid Unicode: an unpaired UTF-16 surrogate at character {at}", nameof(text))
+        : [.. _bpe.EncodeToIds(text)];
 
     /// <summary>The bytes a token stands for (special tokens: their text).</summary>
     public ReadOnlySpan<byte> TokenBytes(int id) => id switch
@@ -84,6 +86,20 @@ public sealed partial class Gpt2Tokenizer
 
     /// <summary>A decoder for one stream of tokens that emits only complete characters.</summary>
     public StreamingDecoder NewStreamingDecoder() => new(this);
+
+    /// <summary>The index of the first UTF-16 surrogate in <paramref name="text"/> without its partner (such a string
+    /// has no UTF-8 form, so it cannot be tokenized), or null when the text is valid Unicode.</summary>
+    public static int? UnpairedSurrogate(string text)
+    {
+        for (int i = 0; i < text.Length; i++)
+        {
+            if (char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]))
+                i++;
+            else if (char.IsSurrogate(text[i]))
+                return i;
+        }
+        return null;
+    }
 
     private static byte[] ReadVocabularyFile()
     {

@@ -217,7 +217,7 @@ public sealed class ClusterFaultTests(ProcessCluster cluster, ITestOutputHelper 
         Assert.True(saved >= 8 && saved % 4 == 0, message);
 
         // Resumed on a, it finishes the 40 steps from its last checkpoint and publishes.
-        var resumed = await a.Http.PostAsync("/v1/fine-tunes/tiny/resume", null);
+        var resumed = await a.Http.PostAsJsonAsync("/v1/fine-tunes/tiny/resume", new { });
         Assert.Equal(HttpStatusCode.Accepted, resumed.StatusCode);
         Assert.Equal("a/cpu:0", (await resumed.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("node").GetString());
         for (var deadline = DateTime.UtcNow.AddMinutes(3); (status = await a.GetAsync<JsonElement>("/v1/fine-tunes/tiny")).GetProperty("state").GetString() == "running";)

@@ -105,12 +105,12 @@ public sealed class PromotionTests(ClusterFixture fixture)
 
         // Reload brings the checkpoint directory's operated/ in as a version and promotes it.
         WriteCheckpoint(Path.Combine(fixture.CheckpointDirectory, "operated"), seed: 40, "operator test");
-        var ok = await fixture.Api.PostAsync("/v1/models/operated/reload", null);
+        var ok = await fixture.Api.PostAsJsonAsync("/v1/models/operated/reload", new { });
         Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
         string reloaded = (await ok.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("version").GetString()!;
         Assert.StartsWith("untrained: operator test", (await fixture.Grains.GetGrain<IModelGrain>("operated@cpu:0").GetInfoAsync()).Provenance);
         Assert.Equal(reloaded, await fixture.Grains.GetGrain<ICheckpointRegistryGrain>("operated").GetActiveAsync());
-        var missing = await fixture.Api.PostAsync("/v1/models/nothing-here/reload", null);
+        var missing = await fixture.Api.PostAsJsonAsync("/v1/models/nothing-here/reload", new { });
         Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
     }
 

@@ -81,7 +81,7 @@ public sealed class TrainingGrainTests(ClusterFixture fixture)
         Assert.Equal("running", (await started.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("state").GetString());
         var again = await http.PostAsJsonAsync("/v1/fine-tunes", new { model = "tiny", data_directory = data });
         Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await http.PostAsync("/v1/fine-tunes/tiny/cancel", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await http.PostAsJsonAsync("/v1/fine-tunes/tiny/cancel", new { })).StatusCode);
         Assert.Equal(TrainingState.Cancelled, (await FinishedAsync(_grains.GetGrain<ITrainingGrain>("tiny"))).State);
         Assert.StartsWith("untrained", (await _grains.GetGrain<IModelGrain>("tiny@cpu:0").GetInfoAsync()).Provenance);
     }

@@ -1,0 +1,96 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using OrleansGpt.Grains.Interfaces;
+
+namespace OrleansGpt.Tests.Grains;
+
+/// <summary>Edges of the HTTP API found by probing it (issue 9): each answers with a clear error and changes nothing.</summary>
+[Collection(nameof(ClusterCollection))]
+public sealed class ApiEdgeTests(ClusterFixture fixture)
+{
+    private readonly HttpClient _http = fixture.Api;
+
+    [Fact]
+    public async Task RequestsThatAreNotJsonAreRefusedSoNoOtherSiteCanSendThem()
+    {
+        // A web page can send text/plain or form posts to 127.0.0.1 without asking; it cannot send application/json.
+        foreach (var (path, body) in new[] { ("/v1/fine-tunes", "{\"model\":\"tiny\",\"data_directory\":\"/tmp\"}"), ("/v1/completions", "{\"model\":\"tiny\",\"prompt\":\"x\"}"),
+                     ("/v1/models/operated/rollback", ""), ("/v1/fine-tunes/tiny/cancel", "") })
+        {
+            foreach (var type in new[] { "text/plain", "application/x-www-form-urlencoded" })
+            {
+                var refused = await _http.PostAsync(path, new StringContent(body, Encoding.UTF8, type));
+                Assert.Equal(HttpStatusCode.UnsupportedMediaType, refused.StatusCode);
+                Assert.Contains("application/json", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetProperty("message").GetString());
+            }
+            var bare = await _http.SendAsync(new HttpRequestMessage(HttpMethod.Post, path));
+            Assert.Equal(HttpStatusCode.UnsupportedMediaType, bare.StatusCode);
+        }
+        var patch = await _http.PatchAsync("/v1/sessions/edge-user", new StringContent("{\"top_p\":0.5}", Encoding.UTF8, "text/plain"));
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, patch.StatusCode);
+        Assert.Equal(0.9, (await _http.GetFromJsonAsync<JsonElement>("/v1/sessions/edge-user")).GetProperty("settings").GetProperty("top_p").GetDouble());
+        Assert.Equal(TrainingState.Idle, (await fixture.Grains.GetGrain<ITrainingGrain>("operated").GetStatusAsync()).State);
+        // GETs need no body and stay as they were.
+        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync("/v1/models")).StatusCode);
+    }
+
+    [Theory]
+    [InlineData(1e-30)]
+    [InlineData(0.001)]
+    [InlineData(1e6)]
+    [InlineData(double.PositiveInfinity)]
+    public async Task TemperaturesOutsideTheSupportedRangeAreRefused(double temperature)
+    {
+        string json = $"{{\"model\":\"tiny\",\"prompt\":\"We\",\"max_tokens\":2,\"temperature\":{(double.IsInfinity(temperature) ? "1e400" : temperature.ToString("R", System.Globalization.CultureInfo.InvariantCulture))}}}";
+        var refused = await _http.PostAsync("/v1/completions", new StringContent(json, Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        var error = (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+        Assert.Contains("temperature", error.GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public async Task TheMaxTokensLimitNamesMaxTokens()
+    {
+        var refused = await _http.PostAsJsonAsync("/v1/abstracts", new { category = "CL", title = "Limits", settings = new { max_tokens = 10_000 } });
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        Assert.Equal("max_tokens", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetProperty("param").GetString());
+    }
+
+    [Fact]
+    public async Task ASessionRequestRefusesSettingsItWouldIgnore()
+    {
+        foreach (var body in new object[] { new { title = "T", session = "edge-session", settings = new { top_p = 0.5 } }, new { title = "T", session = "edge-session", category = "CV" } })
+        {
+            var refused = await _http.PostAsJsonAsync("/v1/abstracts", body);
+            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+            Assert.Contains("PATCH /v1/sessions/edge-session", await refused.Content.ReadAsStringAsync());
+        }
+        Assert.Empty(await fixture.Grains.GetGrain<ISessionGrain>("edge-session").GetHistoryAsync());
+    }
+
+    [Fact]
+    public async Task TextThatIsNotValidUnicodeIsRefusedNamingTheField()
+    {
+        foreach (var (path, json, field) in new[]
+        {
+            ("/v1/completions", "{\"model\":\"tiny\",\"prompt\":\"a \\ud800 b\",\"max_tokens\":2}", "prompt"),
+            ("/v1/completions", "{\"model\":\"tiny\",\"prompt\":\"ab\",\"max_tokens\":2,\"stop\":[\"\\udc00\"]}", "stop"),
+            ("/v1/abstracts", "{\"category\":\"CL\",\"title\":\"\\ud83d title\"}", "title"),
+        })
+        {
+            var refused = await _http.PostAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));
+            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+            var error = (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+            Assert.Equal(field, error.GetProperty("param").GetString());
+            Assert.Contains("surrogate", error.GetProperty("message").GetString());
+        }
+        // Bytes that are not UTF-8 at all.
+        var bytes = new ByteArrayContent([.. "{\"model\":\"tiny\",\"prompt\":\""u8.ToArray(), 0xC3, 0x28, .. "\"}"u8.ToArray()]);
+        bytes.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+        var notUtf8 = await _http.PostAsync("/v1/completions", bytes);
+        Assert.Equal(HttpStatusCode.BadRequest, notUtf8.StatusCode);
+        Assert.Contains("UTF-8", (await notUtf8.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetProperty("message").GetString(), StringComparison.OrdinalIgnoreCase);
+    }
+}
