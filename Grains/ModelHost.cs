@@ -246,6 +246,11 @@ public sealed class ModelHost : IDisposable
         {
             throw new InvalidDataException($"Checkpoint {key.Size}/{version} cannot be loaded: {e.Message}", e);
         }
+        if (!GivesFiniteLogits(model))
+        {
+            model.Dispose();
+            throw new InvalidDataException($"Checkpoint {key.Size}/{version} is refused: its logits on a probe prompt are not finite (NaN or infinite weights)");
+        }
         var limits = new BatcherOptions
         {
             Slots = _options.Slots,
@@ -258,6 +263,18 @@ public sealed class ModelHost : IDisposable
         var info = new ModelInfo(key.ToString(), key.Size, key.Device, directory, $"{manifest.Kind}: {manifest.Description}", model.Config.ParameterCount,
             _inventory.Node, Silo: "", limits.MaxPromptTokens, limits.MaxNewTokens, version);
         return new Served(model, engine, info);
+    }
+
+    /// <summary>
+    /// A model must pass this before it serves: weights that load but hold NaN or infinities (a diverged run, a bad
+    /// conversion) would make every request fail. A short probe prompt must give finite logits.
+    /// </summary>
+    private static bool GivesFiniteLogits(Gpt model)
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        using var noGrad = TorchSharp.torch.no_grad();
+        var probe = TorchSharp.torch.tensor(new long[] { 464, 3290, 286, 257 }, [1L, 4L], device: model.Device); // (1, 4): "The dog of a"
+        return model.forward(probe).isfinite().all().item<bool>();
     }
 
     /// <summary>

@@ -150,8 +150,12 @@ public sealed class ContinuousBatcher : IDisposable
         }
         finally
         {
-            // Finished, cancelled or abandoned by the consumer: either way the slot is no longer wanted.
+            // Finished, cancelled or abandoned by the consumer: either way the slot is no longer wanted. A request
+            // still waiting gives its queue place back now, not when a slot frees up to dequeue it: a client that
+            // went away must not make the next caller's request look like one too many.
             request.Abandoned = true;
+            if (Interlocked.CompareExchange(ref request.QueueState, Request.LeftQueue, Request.Waiting) == Request.Waiting)
+                Interlocked.Decrement(ref _queued);
             _wake.Release();
         }
     }
@@ -203,6 +207,11 @@ public sealed class ContinuousBatcher : IDisposable
             if (_slots[s] is not null) continue;
             while (_incoming.TryDequeue(out var next))
             {
+                if (Interlocked.CompareExchange(ref next.QueueState, Request.Dequeued, Request.Waiting) != Request.Waiting)
+                {
+                    next.Tokens.Writer.TryComplete(); // its caller left while it waited, and gave the place back then
+                    continue;
+                }
                 Interlocked.Decrement(ref _queued);
                 if (next.Abandoned)
                 {
@@ -380,7 +389,14 @@ public sealed class ContinuousBatcher : IDisposable
         public int[] Prompt { get; } = prompt;
         public TokenSampler Sampler { get; } = sampler;
         public Channel<StreamedToken> Tokens { get; } = Channel.CreateUnbounded<StreamedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        public const int Waiting = 0, Dequeued = 1, LeftQueue = 2;
+
         public volatile bool Abandoned;
+
+        /// <summary>Who counts this request out of the queue: the engine taking it (<see cref="Dequeued"/>) or its
+        /// caller leaving first (<see cref="LeftQueue"/>); whichever changes it from <see cref="Waiting"/>.</summary>
+        public int QueueState;
+
         public long Arrived { get; } = Stopwatch.GetTimestamp();
         public long LastAt;
         public long Order;

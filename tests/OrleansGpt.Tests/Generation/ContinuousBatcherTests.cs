@@ -29,6 +29,33 @@ public sealed class ContinuousBatcherTests
     }
 
     [Fact]
+    public async Task ACallerWhoLeavesTheQueueGivesItsPlaceBackAtOnce()
+    {
+        using var model = TestModels.Random(TestModels.Tiny with { BlockSize = 512 });
+        using var batcher = new ContinuousBatcher(model, new BatcherOptions { Slots = 1, MaxQueue = 1, MaxPromptTokens = 8, MaxNewTokens = 500 });
+        using var cancel = new CancellationTokenSource();
+        // One long request holds the only slot; a second waits in the only queue place.
+        var running = batcher.GenerateAsync([1, 2], new SamplingSettings { MaxNewTokens = 500, Seed = 1 }, cancel.Token).GetAsyncEnumerator();
+        Assert.True(await running.MoveNextAsync());
+        using var leaving = new CancellationTokenSource();
+        var waiting = batcher.GenerateAsync([3, 4], new SamplingSettings { MaxNewTokens = 5, Seed = 2 }, leaving.Token).GetAsyncEnumerator();
+        var first = waiting.MoveNextAsync().AsTask();
+        Assert.Equal(1, batcher.Queued);
+        Assert.Throws<ServerBusyException>(() => batcher.GenerateAsync([5], new SamplingSettings { MaxNewTokens = 5 }));
+
+        // The waiting caller disconnects: its place is free at once, while the slot is still busy.
+        leaving.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => first);
+        await waiting.DisposeAsync();
+        Assert.Equal(0, batcher.Queued);
+        var next = batcher.GenerateAsync([8], new SamplingSettings { MaxNewTokens = 3, Seed = 3 });
+        cancel.Cancel();
+        await running.DisposeAsync();
+        Assert.Equal(3, (await TestModels.CollectAsync(next)).Count);
+        Assert.Equal(0, batcher.Queued);
+    }
+
+    [Fact]
     public async Task ARequestArrivingMidBatchStartsBeforeTheBatchDrains()
     {
         using var model = TestModels.Random();

@@ -81,6 +81,21 @@ public sealed class PromotionTests(ClusterFixture fixture)
         var load = await Assert.ThrowsAsync<InvalidOperationException>(() => registry.PromoteAsync(broken).AsTask());
         Assert.Contains("cannot be loaded", load.Message);
         Assert.Equal(serving, (await grain.GetInfoAsync()).Version);
+
+        // Weights that load but hold a NaN: refused by the probe a model must pass before it serves.
+        using var diverged = TestModels.TempDir();
+        using (var model = TestModels.Random(TestModels.TinyGpt2Vocabulary, seed: 36))
+        {
+            using (TorchSharp.torch.no_grad())
+                model.named_parameters().First(p => p.name.EndsWith("ln_f.weight", StringComparison.Ordinal)).parameter[0] = float.NaN;
+            Gpt2Checkpoint.Save(model, diverged.Path, new ModelProvenance("trained-from-scratch", "diverged"));
+        }
+        string nan = Store.Publish("promoted", diverged.Path).Version;
+        await registry.RegisterAsync(Version(nan));
+        var probe = await Assert.ThrowsAsync<InvalidOperationException>(() => registry.PromoteAsync(nan).AsTask());
+        Assert.Contains("not finite", probe.Message);
+
+        Assert.Equal(serving, (await grain.GetInfoAsync()).Version);
         Assert.Equal(serving, await registry.GetActiveAsync());
         Assert.NotEmpty(await TestModels.CollectAsync(grain.GenerateAsync(new GenerationRequest([5, 6], new SamplingOptions(MaxTokens: 3)))));
     }
