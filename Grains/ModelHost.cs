@@ -91,6 +91,9 @@ public sealed class ModelHost : IDisposable
     /// <summary>This silo's verified copies of store versions.</summary>
     public string CacheDirectory { get; }
 
+    /// <summary>The longest prompt, in tokens, this silo's replicas accept at most (ModelHost:MaxPromptTokens).</summary>
+    public int MaxPromptTokens => _options.MaxPromptTokens;
+
     /// <summary>Where an operator's checkpoints are brought in from (one directory per size).</summary>
     public string CheckpointDirectory => Path.GetFullPath(_options.CheckpointDirectory);
 

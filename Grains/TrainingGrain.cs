@@ -163,7 +163,9 @@ public sealed partial class TrainingGrain(
                 }.Run(cancellation);
             }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
-            if (result.Interrupted)
+            // A cancel that arrived during the last step or the final evaluation (which the trainer does not stop for)
+            // still means "do not publish".
+            if (result.Interrupted || cancellation.IsCancellationRequested)
             {
                 await FinishAsync(Status with { State = TrainingState.Cancelled, Step = result.Steps, Message = $"cancelled at step {result.Steps}; its checkpoint is in {result.CheckpointDirectory}, not published" });
                 return;

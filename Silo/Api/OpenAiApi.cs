@@ -78,13 +78,22 @@ public static class OpenAiApi
     }
 
     /// <summary>POST /v1/completions.</summary>
-    private static async Task Completions(HttpContext http, IGrainFactory grains)
+    private static async Task Completions(HttpContext http, IGrainFactory grains, ModelHost host)
     {
         var request = await ReadAsync<CompletionRequest>(http);
         if (request is null) return;
         if (request.N is not (null or 1)) { await Error(http, 400, "Only n = 1 is supported", "n"); return; }
         if ((NotUnicode(request.Prompt, "prompt") ?? NotUnicode(request.Stop, "stop")) is { } bad) { await Error(http, 400, bad.Message, bad.Param); return; }
-        int[]? prompt = ReadPrompt(request.Prompt);
+        int[]? prompt;
+        try
+        {
+            prompt = ReadPrompt(request.Prompt, host.MaxPromptTokens);
+        }
+        catch (ArgumentException e)
+        {
+            await Error(http, 400, e.Message.Split(" (Parameter ")[0], "prompt");
+            return;
+        }
         if (prompt is null) { await Error(http, 400, "prompt must be a string, an array of one string, or an array of token ids", "prompt"); return; }
         string[]? stops = ReadStops(request.Stop);
         if (stops is null) { await Error(http, 400, "stop must be a string or an array of up to 4 non-empty strings", "stop"); return; }
@@ -270,12 +279,14 @@ public static class OpenAiApi
         return null;
     }
 
-    private static int[]? ReadPrompt(JsonElement? prompt)
+    /// <summary>The prompt's token ids (text is refused before tokenising when it cannot fit in <paramref name="maxTokens"/>);
+    /// null when the prompt has a shape the API does not take.</summary>
+    private static int[]? ReadPrompt(JsonElement? prompt, int maxTokens)
     {
         if (prompt is not { } p) return null;
-        if (p.ValueKind == JsonValueKind.String) return Gpt2Tokenizer.Shared.Encode(p.GetString()!);
+        if (p.ValueKind == JsonValueKind.String) return Gpt2Tokenizer.Shared.Encode(p.GetString()!, maxTokens, "prompt");
         if (p.ValueKind != JsonValueKind.Array || p.GetArrayLength() == 0) return null;
-        if (p.GetArrayLength() == 1 && p[0].ValueKind == JsonValueKind.String) return Gpt2Tokenizer.Shared.Encode(p[0].GetString()!);
+        if (p.GetArrayLength() == 1 && p[0].ValueKind == JsonValueKind.String) return Gpt2Tokenizer.Shared.Encode(p[0].GetString()!, maxTokens, "prompt");
         if (p.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int id) && id >= 0 && id < Gpt2Tokenizer.VocabSize))
             return [.. p.EnumerateArray().Select(e => e.GetInt32())];
         return null;

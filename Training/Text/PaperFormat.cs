@@ -50,12 +50,14 @@ public static partial class PaperFormat
     public static string NormalizeWhitespace(string text) => Whitespace().Replace(text, " ").Trim();
 
     /// <summary>The generation prompt <c>&lt;|CAT|&gt; Title &lt;|sep|&gt;</c>.</summary>
-    public static int[] EncodePrompt(Gpt2Tokenizer tokenizer, ArxivCategory category, string title)
+    /// <param name="maxTokens">When given, a title too long to fit is refused before it is tokenised.</param>
+    public static int[] EncodePrompt(Gpt2Tokenizer tokenizer, ArxivCategory category, string title, int? maxTokens = null)
     {
         string clean = NormalizeWhitespace(title);
         if (clean.Length == 0)
             throw new ArgumentException("The title is empty", nameof(title));
-        return [.. tokenizer.Encode($"{Tag(category)} {clean}"), Gpt2Tokenizer.Separator];
+        string text = $"{Tag(category)} {clean}";
+        return [.. maxTokens is int limit ? tokenizer.Encode(text, limit, nameof(title)) : tokenizer.Encode(text), Gpt2Tokenizer.Separator];
     }
 
     /// <summary>A whole training example: prompt, " Abstract", &lt;|endoftext|&gt;.</summary>

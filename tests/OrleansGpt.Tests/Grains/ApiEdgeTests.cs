@@ -51,6 +51,23 @@ public sealed class ApiEdgeTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task TextTooLongForThePromptLimitIsRefusedBeforeItIsTokenised()
+    {
+        // One unbroken 200,000-character word: byte-level BPE on it costs seconds, so the limit is checked first.
+        string word = new('x', 200_000);
+        var prompt = await _http.PostAsJsonAsync("/v1/completions", new { model = "tiny", prompt = word, max_tokens = 2 });
+        Assert.Equal(HttpStatusCode.BadRequest, prompt.StatusCode);
+        var error = (await prompt.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+        Assert.Equal("prompt", error.GetProperty("param").GetString());
+        Assert.Contains("bytes of UTF-8, which cannot fit in the limit of 48 tokens", error.GetProperty("message").GetString());
+
+        var title = await _http.PostAsJsonAsync("/v1/abstracts", new { category = "CL", title = new string('y', 100_000) });
+        Assert.Equal(HttpStatusCode.BadRequest, title.StatusCode);
+        error = (await title.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+        Assert.Contains("The title is too long", error.GetProperty("message").GetString());
+    }
+
+    [Fact]
     public async Task TheMaxTokensLimitNamesMaxTokens()
     {
         var refused = await _http.PostAsJsonAsync("/v1/abstracts", new { category = "CL", title = "Limits", settings = new { max_tokens = 10_000 } });
