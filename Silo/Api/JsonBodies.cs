@@ -13,16 +13,8 @@ public static class JsonBodies
         {
             var request = context.HttpContext.Request;
             if ((HttpMethods.IsPost(request.Method) || HttpMethods.IsPatch(request.Method) || HttpMethods.IsPut(request.Method)) && !request.HasJsonContentType())
-                return Results.Json(new
-                {
-                    error = new
-                    {
-                        message = "Send the request as JSON: Content-Type: application/json (an empty body is {})",
-                        type = "invalid_request_error",
-                        param = (string?)null,
-                        code = "unsupported_media_type",
-                    },
-                }, OpenAiApi.Json, statusCode: StatusCodes.Status415UnsupportedMediaType);
+                return OpenAiApi.ErrorResult(StatusCodes.Status415UnsupportedMediaType,
+                    "Send the request as JSON: Content-Type: application/json (an empty body is {})", null, "unsupported_media_type");
             return await next(context);
         });
 }

@@ -376,12 +376,13 @@ public static class OpenAiApi
         return Error(http, 429, busy.Message, null, "model_busy", "server_busy");
     }
 
-    /// <summary>OpenAI's error body: {"error": {"message", "type", "param", "code"}}.</summary>
-    internal static Task Error(HttpContext http, int status, string message, string? param, string? code = null, string type = "invalid_request_error")
-    {
-        http.Response.StatusCode = status;
-        return http.Response.WriteAsJsonAsync(new { error = new { message, type, param, code } }, Json);
-    }
+    /// <summary>Writes OpenAI's error body: {"error": {"message", "type", "param", "code"}}.</summary>
+    internal static Task Error(HttpContext http, int status, string message, string? param, string? code = null, string type = "invalid_request_error") =>
+        ErrorResult(status, message, param, code, type).ExecuteAsync(http);
+
+    /// <summary>OpenAI's error body as a result, for endpoint filters (which refuse by returning it).</summary>
+    internal static IResult ErrorResult(int status, string message, string? param, string? code = null, string type = "invalid_request_error") =>
+        Results.Json(new { error = new { message, type, param, code } }, Json, statusCode: status);
 
     private static void StartEventStream(HttpContext http)
     {

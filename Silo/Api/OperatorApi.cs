@@ -111,8 +111,7 @@ public static class OperatorApi
             return await next(context);
         if (refusal.Value.Status == 401)
             http.Response.Headers.WWWAuthenticate = "Bearer";
-        return Results.Json(new { error = new { message = refusal.Value.Message, type = "invalid_request_error", param = (string?)null, code = refusal.Value.Code } },
-            Json, statusCode: refusal.Value.Status);
+        return ErrorResult(refusal.Value.Status, refusal.Value.Message, null, refusal.Value.Code);
     }
 
     /// <summary>
