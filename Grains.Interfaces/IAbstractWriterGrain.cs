@@ -40,15 +40,10 @@ public static class AbstractWriting
     /// <see cref="GenerationInterruptedException"/>. Besides <see cref="IAbstractWriterGrain.PrepareAsync"/>'s errors,
     /// a full replica queue fails with <see cref="ModelBusyException"/>.</summary>
     public static IAsyncEnumerable<GeneratedChunk> WriteAbstractAsync(this IGrainFactory grains, AbstractRequest request,
-        CancellationToken cancellationToken = default)
-    {
-        var lost = new List<string>();
-        string current = "";
-        return ResilientStreams.UntilFirstItemAsync(async () =>
+        CancellationToken cancellationToken = default) =>
+        grains.FromReplicasAsync(async lost =>
         {
             var plan = await grains.GetGrain<IAbstractWriterGrain>(0).PrepareAsync(request with { Exclude = [.. lost] }, cancellationToken);
-            current = plan.ModelKey;
-            return grains.GetGrain<IModelGrain>(plan.ModelKey).GenerateAsync(plan.Request, cancellationToken);
-        }, _ => lost.Add(current), () => current, ResilientStreams.IsListedAsync(grains, () => current), cancellationToken);
-    }
+            return (plan.ModelKey, plan.Request);
+        }, cancellationToken);
 }

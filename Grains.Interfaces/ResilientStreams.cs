@@ -64,19 +64,32 @@ public static class ResilientStreams
         CancellationToken cancellationToken = default)
     {
         var router = grains.GetGrain<IModelRouterGrain>(0);
-        var lost = new List<string>();
-        string current = "";
-        return UntilFirstItemAsync(async () =>
+        return grains.FromReplicasAsync(async lost =>
         {
-            current = await router.PickReplicaAsync(size, lost, cancellationToken)
+            string key = await router.PickReplicaAsync(size, lost, cancellationToken)
                 ?? throw new ArgumentException($"No silo serves '{size}'" + (lost.Count > 0 ? $" (lost: {string.Join(", ", lost)})" : ""), nameof(size));
-            return grains.GetGrain<IModelGrain>(current).GenerateAsync(request, cancellationToken);
-        }, _ => lost.Add(current), () => current, IsListedAsync(grains, () => current), cancellationToken);
+            return (key, request);
+        }, cancellationToken);
     }
 
-    /// <summary>Whether the router still lists the replica <paramref name="key"/> names (its silo is active).</summary>
-    public static Func<CancellationToken, Task<bool>> IsListedAsync(IGrainFactory grains, Func<string> key) => async cancellationToken =>
-        (await grains.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(cancellationToken)).Any(r => r.Key == key());
+    /// <summary>
+    /// Streams from the model grain <paramref name="pick"/> chooses, telling it the replicas this request has lost so
+    /// far so that it chooses another: what <see cref="GenerateAsync"/> and abstract writing share. See
+    /// <see cref="UntilFirstItemAsync"/> for when a replica counts as lost.
+    /// </summary>
+    public static IAsyncEnumerable<GeneratedChunk> FromReplicasAsync(this IGrainFactory grains,
+        Func<IReadOnlyList<string>, Task<(string Key, GenerationRequest Request)>> pick, CancellationToken cancellationToken = default)
+    {
+        var lost = new List<string>();
+        string current = "";
+        var router = grains.GetGrain<IModelRouterGrain>(0);
+        return UntilFirstItemAsync(async () =>
+        {
+            (current, var request) = await pick(lost);
+            return grains.GetGrain<IModelGrain>(current).GenerateAsync(request, cancellationToken);
+        }, _ => lost.Add(current), () => current,
+        async ct => (await router.GetReplicasAsync(ct)).Any(r => r.Key == current), cancellationToken);
+    }
 
     /// <summary>
     /// Starts the stream <paramref name="start"/> returns and relays it; if it fails with <see cref="IsLostSilo"/>

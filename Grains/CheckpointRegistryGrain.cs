@@ -165,9 +165,8 @@ public sealed partial class CheckpointRegistryGrain(
     {
         // A silo with the size in its checkpoint directory brings that in; one without it (another machine sharing the
         // store) offers the newest version the store already holds.
-        var manifest = CheckpointFolder.Sizes(host.CheckpointDirectory).Contains(size) || host.Store.Versions(size).Count == 0
-            ? await Task.Run(() => host.Import(size), cancellationToken)
-            : host.Store.Versions(size)[^1];
+        var stored = CheckpointFolder.Sizes(host.CheckpointDirectory).Contains(size) ? [] : host.Store.Versions(size);
+        var manifest = stored.Count == 0 ? await Task.Run(() => host.Import(size), cancellationToken) : stored[^1];
         var registry = grains.GetGrain<ICheckpointRegistryGrain>(size);
         await registry.RegisterAsync(From(manifest), activateIfNone: true, cancellationToken);
         return (manifest.Version, (await registry.GetActiveAsync(cancellationToken))!);

@@ -109,7 +109,7 @@ public static class OpenAiApi
             return;
         }
         // The size must be served (404 naming the served sizes otherwise); the resilient path below picks the replica.
-        if (await ReplicaAsync(http, grains, request.Model) is null) return;
+        if (!await ServedAsync(http, grains, request.Model)) return;
         string size = request.Model!;
         string id = "cmpl-" + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -257,26 +257,26 @@ public static class OpenAiApi
             }
             else if (stream)
             {
-                await Event(http, new { error = new { message = e.Message, type = "server_error", param = (string?)null, code = "replica_lost" } });
+                await Event(http, ErrorBody(e.Message, null, "replica_lost", "server_error"));
             }
             return false;
         }
     }
 
-    /// <summary>The least-loaded replica serving <paramref name="size"/>; null once OpenAI's error, naming the sizes the
-    /// cluster serves, has been written.</summary>
-    private static async Task<IModelGrain?> ReplicaAsync(HttpContext http, IGrainFactory grains, string? size)
+    /// <summary>Whether some replica serves <paramref name="size"/>; false once OpenAI's error, naming the sizes the
+    /// cluster serves, has been written. (The replica list only: picking one, which asks every replica for its load,
+    /// is the generation path's job.)</summary>
+    private static async Task<bool> ServedAsync(HttpContext http, IGrainFactory grains, string? size)
     {
-        var router = grains.GetGrain<IModelRouterGrain>(0);
-        string? key = string.IsNullOrEmpty(size) ? null : await router.PickReplicaAsync(size, cancellationToken: http.RequestAborted);
-        if (key is not null)
-            return grains.GetGrain<IModelGrain>(key);
-        string served = string.Join(", ", (await router.GetReplicasAsync(http.RequestAborted)).Select(r => r.Size).Distinct().DefaultIfEmpty("none"));
+        var replicas = await grains.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(http.RequestAborted);
+        if (!string.IsNullOrEmpty(size) && replicas.Any(r => r.Size == size))
+            return true;
+        string served = string.Join(", ", replicas.Select(r => r.Size).Distinct().DefaultIfEmpty("none"));
         if (string.IsNullOrEmpty(size))
             await Error(http, 400, $"model is required: one of {served}", "model");
         else
             await Error(http, 404, $"The model '{size}' does not exist; available: {served}", "model", "model_not_found");
-        return null;
+        return false;
     }
 
     /// <summary>The prompt's token ids (text is refused before tokenising when it cannot fit in <paramref name="maxTokens"/>);
@@ -338,7 +338,7 @@ public static class OpenAiApi
     /// <summary>The request field an ArgumentException is about, as the API spells it. Limits checked inside a grain
     /// name their field in the message ("max_tokens is limited to 40"), since the parameter name of an exception
     /// that crossed from a grain is not what the caller sent.</summary>
-    private static string? ParameterOf(ArgumentException a)
+    internal static string? ParameterOf(ArgumentException a)
     {
         if (a.Message.StartsWith("max_tokens", StringComparison.Ordinal))
             return "max_tokens";
@@ -382,7 +382,10 @@ public static class OpenAiApi
 
     /// <summary>OpenAI's error body as a result, for endpoint filters (which refuse by returning it).</summary>
     internal static IResult ErrorResult(int status, string message, string? param, string? code = null, string type = "invalid_request_error") =>
-        Results.Json(new { error = new { message, type, param, code } }, Json, statusCode: status);
+        Results.Json(ErrorBody(message, param, code, type), Json, statusCode: status);
+
+    /// <summary>OpenAI's error body itself, also sent as an event on a stream that fails after it opened.</summary>
+    private static object ErrorBody(string message, string? param, string? code, string type) => new { error = new { message, type, param, code } };
 
     private static void StartEventStream(HttpContext http)
     {

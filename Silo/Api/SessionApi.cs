@@ -64,15 +64,11 @@ public static class SessionApi
         return false;
     }
 
-    /// <summary>Which field of the patch an error is about, as the API spells it.</summary>
-    private static string? SettingName(ArgumentException e) => e.ParamName switch
+    /// <summary>Which field of the patch an error is about, as the API spells it: the completions API's names for
+    /// sampling settings and limits; the session grain reports a size it cannot serve under "settings".</summary>
+    private static string? SettingName(ArgumentException e) => ParameterOf(e) switch
     {
-        "TopP" => "top_p",
-        "TopK" => "top_k",
-        "Temperature" => "temperature",
-        "MaxNewTokens" => "max_tokens",
-        "text" => "category",
-        _ when e.Message.Contains("max_tokens", StringComparison.Ordinal) => "max_tokens",
+        { } name when name != "settings" => name,
         _ when e.Message.Contains("model", StringComparison.OrdinalIgnoreCase) || e.Message.Contains("size", StringComparison.OrdinalIgnoreCase) => "model",
         _ when e.Message.Contains("categor", StringComparison.OrdinalIgnoreCase) => "category",
         _ => null,

@@ -53,19 +53,20 @@ public sealed class CheckpointStore(string root)
     /// <summary>Sizes with at least one complete version, sorted.</summary>
     public IReadOnlyList<string> Sizes() => !Directory.Exists(Root) ? [] :
         [.. Directory.EnumerateDirectories(Root).Select(Path.GetFileName).OfType<string>()
-            .Where(size => !size.StartsWith('.') && Versions(size).Count > 0).Order(StringComparer.Ordinal)];
+            .Where(size => !size.StartsWith('.') && VersionDirectories(size).Any()).Order(StringComparer.Ordinal)];
 
-    /// <summary>Every complete version of <paramref name="size"/>, oldest first. A directory without a manifest (which
-    /// a rename never produces) is not a version.</summary>
-    public IReadOnlyList<CheckpointManifest> Versions(string size)
+    /// <summary>Every complete version of <paramref name="size"/>, oldest first.</summary>
+    public IReadOnlyList<CheckpointManifest> Versions(string size) =>
+        [.. VersionDirectories(size).Select(d => ReadManifest(d)).OrderBy(m => m.Created)];
+
+    /// <summary>The version directories of a size. A directory without a manifest (which a rename never produces) is
+    /// not a version.</summary>
+    private IEnumerable<string> VersionDirectories(string size)
     {
         string directory = Path.Combine(Root, size);
-        if (!Directory.Exists(directory))
-            return [];
-        return [.. Directory.EnumerateDirectories(directory)
-            .Where(d => File.Exists(Path.Combine(d, ManifestFile)))
-            .Select(d => ReadManifest(d))
-            .OrderBy(m => m.Created)];
+        return Directory.Exists(directory)
+            ? Directory.EnumerateDirectories(directory).Where(d => File.Exists(Path.Combine(d, ManifestFile)))
+            : [];
     }
 
     /// <summary>The manifest of one version; ArgumentException naming the versions there are when it is not in the store.</summary>
