@@ -58,12 +58,15 @@ public sealed record ModelInfo(
 
 /// <summary>How busy one model replica is right now: requests decoding, requests waiting, and its batch slots.</summary>
 /// <param name="Generated">Tokens generated since its engine started (two readings give tokens per second).</param>
+/// <param name="Failing">Whether its last requests all failed in the model (ModelHost:UnhealthyAfterFailures in a
+/// row): routing prefers any other replica of the size.</param>
 [GenerateSerializer, Immutable]
 public sealed record ModelLoad(
     [property: Id(0)] int Running,
     [property: Id(1)] int Queued,
     [property: Id(2)] int Slots,
-    [property: Id(3)] long Generated = 0)
+    [property: Id(3)] long Generated = 0,
+    [property: Id(4)] bool Failing = false)
 {
     /// <summary>Requests per slot, queued ones included: what "least loaded" compares.</summary>
     public double Utilisation => (Running + Queued) / (double)Math.Max(1, Slots);

@@ -33,7 +33,7 @@ public sealed class ModelGrain(ModelHost host) : Grain, IModelGrain
     public ValueTask<ModelLoad> GetLoadAsync(CancellationToken cancellationToken = default)
     {
         var engine = host.Get(this.GetPrimaryKeyString()).Engine;
-        return ValueTask.FromResult(new ModelLoad(engine.Running, engine.Queued, engine.Slots, engine.Generated));
+        return ValueTask.FromResult(new ModelLoad(engine.Running, engine.Queued, engine.Slots, engine.Generated, host.IsFailing(engine)));
     }
 
     // Reading, verifying and converting a checkpoint takes seconds: off the grain's turn, on the thread pool.
@@ -62,7 +62,7 @@ public sealed class ModelGrain(ModelHost host) : Grain, IModelGrain
         try
         {
             tokens = Start(engine, request, settings, cancellationToken).GetAsyncEnumerator(cancellationToken);
-            more = await tokens.MoveNextAsync();
+            more = await NextAsync(tokens, info);
         }
         catch (ObjectDisposedException)
         {
@@ -72,16 +72,30 @@ public sealed class ModelGrain(ModelHost host) : Grain, IModelGrain
                 await tokens.DisposeAsync();
             (engine, info) = host.Get(key);
             tokens = Start(engine, request, settings, cancellationToken).GetAsyncEnumerator(cancellationToken);
-            more = await tokens.MoveNextAsync();
+            more = await NextAsync(tokens, info);
         }
         try
         {
-            for (; more; more = await tokens.MoveNextAsync())
+            for (; more; more = await NextAsync(tokens, info))
                 yield return Chunk(tokens.Current, decoder, info);
         }
         finally
         {
             await tokens.DisposeAsync();
+        }
+    }
+
+    /// <summary>The next token; a request the model failed on becomes <see cref="ModelFailureException"/>, which names
+    /// the replica and crosses to the caller (the engine's own exception type is not an Orleans message).</summary>
+    private static async ValueTask<bool> NextAsync(IAsyncEnumerator<StreamedToken> tokens, ModelInfo info)
+    {
+        try
+        {
+            return await tokens.MoveNextAsync();
+        }
+        catch (RequestFailedException e)
+        {
+            throw new ModelFailureException($"{info.Key} (version {info.Version}) failed on this request: {e.Message}", info.Key);
         }
     }
 

@@ -52,6 +52,10 @@ public sealed class ModelHostOptions
     /// a fine-tune runs only on a silo that lists a device here, never silently on a serving device.</summary>
     public List<string> TrainingDevices { get; set; } = [];
 
+    /// <summary>Requests failed by the model in a row (not by their callers) after which a replica counts as failing:
+    /// /healthz answers 503 naming it, and routing prefers other replicas of its size. One served request resets it.</summary>
+    public int UnhealthyAfterFailures { get; set; } = 3;
+
     /// <summary>The store directory these options mean.</summary>
     public string ResolvedStoreDirectory => Path.GetFullPath(StoreDirectory.Length > 0 ? StoreDirectory : Path.Combine(CheckpointDirectory, ".store"));
 }
@@ -106,6 +110,14 @@ public sealed class ModelHost : IDisposable
 
     /// <summary>Models being served (a silo is healthy once it serves at least one).</summary>
     public IReadOnlyList<ModelInfo> Loaded => [.. _serving.Values.Where(s => !s.Engine.IsDisposed).Select(s => s.Info)];
+
+    /// <summary>Whether <paramref name="engine"/> has failed its last ModelHost:UnhealthyAfterFailures requests.</summary>
+    public bool IsFailing(ContinuousBatcher engine) => engine.ConsecutiveFailures >= Math.Max(1, _options.UnhealthyAfterFailures);
+
+    /// <summary>Served models whose last requests all failed in the model, with the count and the last reason: what
+    /// /healthz reports (a model that loads and then fails everything must not look healthy).</summary>
+    public IReadOnlyList<(ModelInfo Info, int ConsecutiveFailures, string? LastFailure)> Failing() =>
+        [.. _serving.Values.Where(s => !s.Engine.IsDisposed && IsFailing(s.Engine)).Select(s => (s.Info, s.Engine.ConsecutiveFailures, s.Engine.LastFailure))];
 
     /// <summary>Copies CheckpointDirectory/SIZE into the store (a no-op when that version is there already).</summary>
     public CheckpointManifest Import(string size)

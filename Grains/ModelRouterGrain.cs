@@ -18,12 +18,14 @@ public sealed class ModelRouterGrain(IClusterMembershipService membership, Devic
         var replicas = (await ReplicasAsync()).Where(r => r.Size == size && exclude?.Contains(r.Key) != true).ToList();
         if (replicas.Count <= 1)
             return replicas.FirstOrDefault()?.Key;
-        // A replica that cannot report (its silo is leaving, its load failed) is skipped rather than failing the request.
+        // A replica that cannot report (its silo is leaving, its load failed) is skipped rather than failing the request;
+        // one whose model fails what it is given is used only when every replica is as bad.
         var loads = await Task.WhenAll(replicas.Select(async r =>
         {
             try
             {
-                return (r.Key, Load: (await GrainFactory.GetGrain<IModelGrain>(r.Key).GetLoadAsync(cancellationToken)).Utilisation);
+                var load = await GrainFactory.GetGrain<IModelGrain>(r.Key).GetLoadAsync(cancellationToken);
+                return (r.Key, Load: load.Failing ? double.MaxValue : load.Utilisation);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {

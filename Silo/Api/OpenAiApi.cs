@@ -30,9 +30,10 @@ public static class OpenAiApi
         ["RepetitionPenalty"] = "repetition_penalty", ["prompt"] = "prompt", ["title"] = "title", ["text"] = "category",
     };
 
-    public static IEndpointRouteBuilder MapOrleansGptApi(this IEndpointRouteBuilder app)
+    public static IEndpointRouteBuilder MapOrleansGptApi(this IEndpointRouteBuilder endpoints)
     {
-        app.MapPrometheusScrapingEndpoint("/metrics");
+        endpoints.MapPrometheusScrapingEndpoint("/metrics");
+        var app = endpoints.MapGroup("").ReportUnexpectedErrors();
         app.MapPost("/v1/completions", Completions).RequireJsonBodies();
         app.MapPost("/v1/abstracts", Abstracts).RequireJsonBodies();
         // Each size with its replicas, the version each serves and how that version was made.
@@ -65,16 +66,35 @@ public static class OpenAiApi
         });
         app.MapSessionApi();
         app.MapOperatorApi();
-        app.MapGet("/healthz", (ModelHost host) => host.Loaded.Count > 0
-            ? Results.Json(new { status = "ok", models = host.Loaded.Select(m => new { m.Key, m.Provenance }) }, Json)
-            : Results.Json(new
+        app.MapGet("/healthz", Health);
+        return endpoints;
+    }
+
+    /// <summary>
+    /// GET /healthz: 200 while this silo serves at least one model and none is failing; 503 with the reason otherwise:
+    /// nothing loaded yet (and how to get a checkpoint), or a replica whose model failed its last requests (which, the
+    /// version, why, and how to roll it back). A load balancer or Kubernetes readiness probe takes the silo out of
+    /// service until an operator acts.
+    /// </summary>
+    private static IResult Health(ModelHost host)
+    {
+        var failing = host.Failing();
+        if (failing.Count > 0)
+            return Results.Json(new
             {
-                status = "no model loaded",
-                hint = host.AvailableSizes().Count > 0
-                    ? "checkpoints are loading"
-                    : $"no checkpoint under {host.CheckpointDirectory}: train one (dotnet run --project Training -- train --data DIR --out {host.CheckpointDirectory}/tiny ...) or copy a Hugging Face GPT-2 directory there",
-            }, Json, statusCode: StatusCodes.Status503ServiceUnavailable));
-        return app;
+                status = "failing",
+                failing = failing.Select(f => new { f.Info.Key, f.Info.Version, consecutive_failures = f.ConsecutiveFailures, last_failure = f.LastFailure }),
+                hint = $"the model fails the requests it is given; roll back: POST /v1/models/{failing[0].Info.Size}/rollback (Client -- ops rollback {failing[0].Info.Size})",
+            }, Json, statusCode: StatusCodes.Status503ServiceUnavailable);
+        if (host.Loaded.Count > 0)
+            return Results.Json(new { status = "ok", models = host.Loaded.Select(m => new { m.Key, m.Version, m.Provenance }) }, Json);
+        return Results.Json(new
+        {
+            status = "no model loaded",
+            hint = host.AvailableSizes().Count > 0
+                ? "checkpoints are loading"
+                : $"no checkpoint under {host.CheckpointDirectory}: train one (dotnet run --project Training -- train --data DIR --out {host.CheckpointDirectory}/tiny ...) or copy a Hugging Face GPT-2 directory there",
+        }, Json, statusCode: StatusCodes.Status503ServiceUnavailable);
     }
 
     /// <summary>POST /v1/completions.</summary>
@@ -244,6 +264,16 @@ public static class OpenAiApi
         catch (Exception e) when (!http.Response.HasStarted && e is ArgumentException or ModelBusyException)
         {
             await Failure(http, e);
+            return false;
+        }
+        catch (ModelFailureException e)
+        {
+            // The model failed this request (not the caller's input, not a lost silo): 500 with the reason, or an
+            // error event on an open stream. Sending it again will likely fail the same way until the model changes.
+            if (!http.Response.HasStarted)
+                await Error(http, 500, e.Message, null, "model_failure", "server_error");
+            else if (stream)
+                await Event(http, ErrorBody(e.Message, null, "model_failure", "server_error"));
             return false;
         }
         catch (GenerationInterruptedException e)

@@ -51,6 +51,13 @@ public sealed class ServerBusyException(int queued, TimeSpan retryAfter)
 }
 
 /// <summary>
+/// The model could not serve this one request: its logits were not finite (the checkpoint computes NaN or infinity
+/// for this input), sampling failed, or the forward pass that carried it threw. The other requests in its batch are
+/// not affected.
+/// </summary>
+public sealed class RequestFailedException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
 /// Continuous batching (Yu et al. 2022, "Orca"; as vLLM and TGI): requests join and leave the running batch
 /// between decode steps, each with its own KV-cache slot, sampling settings and seed. One dedicated thread owns
 /// the model and runs the loop (admit, one prefill chunk, one decode step for every running request), so no
@@ -70,6 +77,9 @@ public sealed class ContinuousBatcher : IDisposable
     private int _queued;
     private long _admitted;
     private long _generated;
+    private int _consecutiveFailures;
+    private long _failed;
+    private string? _lastFailure;
 
     public ContinuousBatcher(Gpt model, BatcherOptions options)
     {
@@ -102,6 +112,16 @@ public sealed class ContinuousBatcher : IDisposable
 
     /// <summary>Tokens generated since the engine started (what a tokens-per-second reading differences).</summary>
     public long Generated => Interlocked.Read(ref _generated);
+
+    /// <summary>Requests that failed in a row since one last finished (a health signal: a model that fails everything
+    /// it is given counts up here while the engine itself keeps running).</summary>
+    public int ConsecutiveFailures => Volatile.Read(ref _consecutiveFailures);
+
+    /// <summary>Requests failed since the engine started.</summary>
+    public long Failed => Interlocked.Read(ref _failed);
+
+    /// <summary>Why the most recent failed request failed; null when none has.</summary>
+    public string? LastFailure => Volatile.Read(ref _lastFailure);
 
     /// <summary>Where the decode thread's time went so far (benchmarks read it).</summary>
     public EngineTimings Timings { get; } = new();
@@ -179,10 +199,12 @@ public sealed class ContinuousBatcher : IDisposable
             }
             catch (Exception e)
             {
-                // A failed forward fails the requests it served; the engine keeps serving new ones.
+                // Failures of a forward or of one row's sampling are handled where they happen, failing only the
+                // requests involved; anything else leaves the slots' state unknown, so every running request fails
+                // (and its slot is cleared). The engine keeps serving new ones.
                 for (int s = 0; s < _slots.Length; s++)
                     if (_slots[s] is { } r)
-                        Finish(s, r, e);
+                        Fail(s, r, new RequestFailedException($"The engine failed while serving this request: {e.Message}", e));
             }
         }
         for (int s = 0; s < _slots.Length; s++)
@@ -259,7 +281,8 @@ public sealed class ContinuousBatcher : IDisposable
 
         using var scope = NewDisposeScope();
         long start = Stopwatch.GetTimestamp();
-        var logits = _model.NextTokenLogits(tensor(ids, [batch.Length, longest]), _cache.PrefillMany(batch, lengths), lengths).contiguous(); // (B, V)
+        if (Forward(batch, () => _model.NextTokenLogits(tensor(ids, [batch.Length, longest]), _cache.PrefillMany(batch, lengths), lengths)) is not { } logits) // (B, V)
+            return true;
         var all = MemoryMarshal.Cast<byte, float>(logits.bytes);
         int vocab = (int)logits.shape[1];
         Timings.Add(ref Timings.PrefillTicks, start);
@@ -280,7 +303,8 @@ public sealed class ContinuousBatcher : IDisposable
         using var scope = NewDisposeScope();
         var chunk = tensor(request.Prompt.AsSpan(request.Prefilled, count).ToArray().Select(i => (long)i).ToArray(), [1L, count]); // (1, t)
         long start = Stopwatch.GetTimestamp();
-        var logits = _model.NextTokenLogits(chunk, _cache.Prefill(slot)).contiguous(); // (1, V)
+        if (Forward([slot], () => _model.NextTokenLogits(chunk, _cache.Prefill(slot))) is not { } logits) // (1, V)
+            return true;
         var row = MemoryMarshal.Cast<byte, float>(logits.bytes);
         Timings.Add(ref Timings.PrefillTicks, start);
         request.Prefilled += count;
@@ -311,7 +335,9 @@ public sealed class ContinuousBatcher : IDisposable
             }
         using var scope = NewDisposeScope();
         long start = Stopwatch.GetTimestamp();
-        var logits = _model.NextTokenLogits(tensor(input, [rows, 1L]), _cache.Decode(rows, decoding)).contiguous(); // (R, V)
+        int[] served = [.. Enumerable.Range(0, rows).Where(s => decoding[s])];
+        if (Forward(served, () => _model.NextTokenLogits(tensor(input, [rows, 1L]), _cache.Decode(rows, decoding))) is not { } logits) // (R, V)
+            return true;
         var all = MemoryMarshal.Cast<byte, float>(logits.bytes);
         int vocab = (int)logits.shape[1];
         Timings.Add(ref Timings.DecodeTicks, start);
@@ -323,11 +349,44 @@ public sealed class ContinuousBatcher : IDisposable
         return true;
     }
 
-    /// <summary>Chooses the request's next token from its row of logits (V), timed as sampling, and emits it.</summary>
+    /// <summary>Runs one forward pass (contiguous logits) for the requests in <paramref name="slots"/>; when it throws,
+    /// fails those requests alone and returns null. The other slots' caches were not written by it.</summary>
+    private Tensor? Forward(int[] slots, Func<Tensor> forward)
+    {
+        try
+        {
+            return forward().contiguous();
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            foreach (int s in slots)
+                if (_slots[s] is { } r)
+                    Fail(s, r, new RequestFailedException($"The model's forward pass failed for this request: {e.Message}", e));
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Chooses the request's next token from its row of logits (V), timed as sampling, and emits it. A row that is
+    /// not finite, or whose sampling throws, fails this request alone: the rest of the batch goes on.
+    /// </summary>
     private void SampleAndEmit(int slot, Request request, ReadOnlySpan<float> logits)
     {
         long start = Stopwatch.GetTimestamp();
-        int token = request.Sampler.Next(logits);
+        int token;
+        try
+        {
+            // MaxMagnitude is NaN when any element is; +-infinity when any is infinite.
+            if (!float.IsFinite(System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(logits)))
+                throw new RequestFailedException($"{_options.Name} computed logits that are not finite (NaN or infinite) for this request " +
+                    $"after {request.Generated} generated tokens: the checkpoint is numerically broken for this input");
+            token = request.Sampler.Next(logits);
+        }
+        catch (Exception e)
+        {
+            Fail(slot, request, e as RequestFailedException ?? new RequestFailedException($"Sampling failed for this request: {e.Message}", e));
+            return;
+        }
         Timings.Add(ref Timings.SamplingTicks, start);
         Emit(slot, request, token);
     }
@@ -356,7 +415,19 @@ public sealed class ContinuousBatcher : IDisposable
         // Free the slot before completing the stream, so whoever sees the end also sees the slot free.
         _slots[slot] = null;
         _cache.Release(slot);
+        if (error is null && !request.Abandoned)
+            Volatile.Write(ref _consecutiveFailures, 0); // a request served to its end: the model works
         request.Tokens.Writer.TryComplete(error);
+    }
+
+    /// <summary>Ends a request the model could not serve: its slot is cleared (it may hold NaN) and the failure counted.</summary>
+    private void Fail(int slot, Request request, RequestFailedException error)
+    {
+        _cache.Scrub(slot);
+        Interlocked.Increment(ref _failed);
+        Interlocked.Increment(ref _consecutiveFailures);
+        Volatile.Write(ref _lastFailure, error.Message);
+        Finish(slot, request, error);
     }
 
     public void Dispose()

@@ -54,6 +54,23 @@ public sealed class SlotKvCache : IDisposable
     /// <summary>Empties a slot for the next request (its buffers are simply overwritten).</summary>
     public void Release(int slot) => _lengths[slot] = 0;
 
+    /// <summary>
+    /// Empties a slot and zeroes its buffers. Release alone leaves the old keys and values in place, and a later
+    /// request masks them out; but a masked NaN still poisons attention (its weight is 0, and 0 x NaN is NaN), so a
+    /// slot whose request failed, perhaps on non-finite values, is cleared before anyone else uses it.
+    /// </summary>
+    public void Scrub(int slot)
+    {
+        _lengths[slot] = 0;
+        for (int i = 0; i < _config.Layers; i++)
+        {
+            using var keys = _keys[i][slot];
+            using var values = _values[i][slot];
+            keys.zero_();
+            values.zero_();
+        }
+    }
+
     /// <summary>A cache view that appends a chunk of one slot's prompt.</summary>
     public IKvCache Prefill(int slot) => new PrefillView(this, slot);
 

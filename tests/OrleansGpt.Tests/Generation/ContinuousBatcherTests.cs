@@ -163,4 +163,31 @@ public sealed class ContinuousBatcherTests
         Assert.True(diff < 1e-5f, $"max |diff| {diff}");
     }
 
+    [Fact]
+    public async Task ARequestTheModelCannotComputeFailsAloneWhileTheRestOfItsBatchGoesOn()
+    {
+        // Position 30's embedding is NaN, as in a model never trained that far: a request reaching position 30 gets
+        // NaN logits, while shorter ones are fine. (A NaN token row cannot do this: the output layer is tied to the
+        // token embedding, so that token's logit would be NaN for every request.)
+        using var model = TestModels.Random();
+        using (no_grad())
+            model.named_parameters().First(p => p.name.EndsWith("wpe.weight", StringComparison.Ordinal)).parameter[30].fill_(float.NaN);
+        using var batcher = new ContinuousBatcher(model, s_options);
+        int[] healthy = [1, 2, 3, 4, 5], poisoned = [.. Enumerable.Range(20, 32)], after = [40, 41];
+        var settings = SamplingSettings.Greedy with { MaxNewTokens = 25 }; // the healthy requests end at position 29
+        var healthyAlone = await TestModels.CollectAsync(batcher.GenerateAsync(healthy, settings));
+        var afterAlone = await TestModels.CollectAsync(batcher.GenerateAsync(after, settings));
+
+        // Slot 0 decodes the healthy request while slot 1 prefills the poisoned one in chunks of 3 beside it.
+        var running = TestModels.CollectAsync(batcher.GenerateAsync(healthy, settings));
+        var failure = await Assert.ThrowsAsync<RequestFailedException>(() => TestModels.CollectAsync(batcher.GenerateAsync(poisoned, settings)));
+        Assert.Contains("not finite", failure.Message);
+        Assert.Equal(1, batcher.ConsecutiveFailures);
+        var reused = await TestModels.CollectAsync(batcher.GenerateAsync(after, settings)); // the failed request's slot, cleared
+
+        Assert.Equal(healthyAlone.Select(t => t.Token), (await running).Select(t => t.Token));
+        Assert.Equal(afterAlone.Select(t => t.Token), reused.Select(t => t.Token));
+        Assert.Equal((1L, 0), (batcher.Failed, batcher.ConsecutiveFailures)); // requests served since: healthy again
+        Assert.Contains("not finite", batcher.LastFailure);
+    }
 }

@@ -63,6 +63,34 @@ public sealed class SlotKvCacheTests
         batchLogits.Dispose();
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void AScrubbedSlotForgetsNonFiniteValuesThatReleaseWouldLeaveBehind(bool scrub)
+    {
+        using var noGrad = no_grad();
+        using var model = TestModels.Random(seed: 11);
+        using var broken = TestModels.Random(seed: 11); // the same weights, but NaN from position 20 on
+        broken.named_parameters().First(p => p.name.EndsWith("wpe.weight", StringComparison.Ordinal)).parameter[20].fill_(float.NaN);
+        int[] longPrompt = [.. Enumerable.Range(1, 25)], shortPrompt = [42, 17];
+        using var alone = model.NextTokenLogits(TestModels.Ids(shortPrompt));
+
+        using var cache = new SlotKvCache(model, slots: 2, capacity: 32);
+        using (var failed = broken.NextTokenLogits(TestModels.Ids(longPrompt), cache.Prefill(1)))
+            Assert.False(failed.isfinite().all().item<bool>()); // slot 1 now holds NaN at positions 20 and later
+        if (scrub) cache.Scrub(1); else cache.Release(1);
+
+        // Slot 0 holds a long healthy request, so one decode step attends 26 positions, slot 1's stale ones masked.
+        using var _ = model.NextTokenLogits(TestModels.Ids(longPrompt), cache.Prefill(0));
+        using var __ = model.NextTokenLogits(TestModels.Ids(shortPrompt[..1]), cache.Prefill(1));
+        using var step = model.NextTokenLogits(tensor(new long[] { 7, shortPrompt[1] }, [2L, 1L]), cache.Decode(2, [true, true]));
+        var row = TestModels.Values(step[1]);
+        if (scrub)
+            AssertClose(TestModels.Values(alone[0]), row);
+        else
+            Assert.Contains(row, float.IsNaN); // a masked NaN still reaches the output: 0 x NaN is NaN
+    }
+
     private static void AssertClose(float[] expected, float[] actual)
     {
         Assert.Equal(expected.Length, actual.Length);

@@ -41,14 +41,18 @@ public sealed class ServingCluster : IAsyncDisposable
     public string CheckpointDirectory => _checkpoints.Path;
 
     /// <summary>Starts silos serving the random checkpoints <paramref name="models"/> lists: (size, config, seed,
-    /// description), saved as "untrained" before the silos start (they serve the sizes present at start).</summary>
+    /// description), saved as "untrained" before the silos start (they serve the sizes present at start);
+    /// <paramref name="alter"/> may change a model's weights before it is saved.</summary>
     public static async Task<ServingCluster> StartAsync((string Size, GptConfig Config, long Seed, string Description)[] models,
-        Action<int, ModelHostOptions> configure, int silos = 1)
+        Action<int, ModelHostOptions> configure, int silos = 1, Action<string, Gpt>? alter = null)
     {
         var directory = TestModels.TempDir();
         foreach (var (size, config, seed, description) in models)
             using (var model = TestModels.Random(config, seed))
+            {
+                alter?.Invoke(size, model);
                 Gpt2Checkpoint.Save(model, Path.Combine(directory.Path, size), new ModelProvenance("untrained", description));
+            }
         string checkpoints = directory.Path;
         int started = 0;
         var builder = new InProcessTestClusterBuilder((short)silos);
