@@ -35,13 +35,14 @@ public sealed class OpsCommand(Uri silo, string? key, TextWriter output) : IDisp
         return 0;
     }
 
-    /// <summary>GET /v1/models/SIZE/versions: one line per version, the active one starred.</summary>
+    /// <summary>GET /v1/models/SIZE/versions: one line per version, the active one starred, those whose files retention
+    /// removed marked "removed".</summary>
     public async Task<int> VersionsAsync(string size)
     {
         var (ok, body) = await SendAsync(HttpMethod.Get, $"/v1/models/{Uri.EscapeDataString(size)}/versions");
         if (!ok) return Fail(body);
         foreach (var v in body.GetProperty("data").EnumerateArray())
-            output.WriteLine($"{(v.GetProperty("active").GetBoolean() ? "*" : " ")} {v.GetProperty("version")}  {v.GetProperty("created")}  {v.GetProperty("kind")}: " +
+            output.WriteLine($"{(v.GetProperty("active").GetBoolean() ? "*" : " ")} {v.GetProperty("version")}{(v.TryGetProperty("removed", out var r) && r.GetBoolean() ? " (removed)" : "")}  {v.GetProperty("created")}  {v.GetProperty("kind")}: " +
                 $"{v.GetProperty("description")}  (parent {Text(v, "parent")}, eval ppl {Text(v, "eval_perplexity")})");
         return 0;
     }

@@ -113,7 +113,7 @@ promote.SetAction(async r => { using var o = Ops(r); return await o.PromoteAsync
 var rollback = new Command("rollback", "Promote the version that was active before the current one") { sizeArgument };
 rollback.SetAction(async r => { using var o = Ops(r); return await o.RollbackAsync(r.GetValue(sizeArgument)!); });
 var action = new Argument<string>("action") { Description = "start, status, history, cancel or resume" };
-var data = new Option<string?>("--data") { Description = "start: prepared data directory, as the training silo sees it" };
+var data = new Option<string?>("--data") { Description = "start: prepared data directory, relative to the training silo's ModelHost:DataDirectory" };
 var steps = new Option<long?>("--max-steps") { Description = "start: optimizer steps (default: 3 epochs)" };
 var lr = new Option<double?>("--lr") { Description = "start: learning rate (default 5e-5)" };
 var noPromote = new Option<bool>("--no-promote") { Description = "start: publish the result without promoting it" };

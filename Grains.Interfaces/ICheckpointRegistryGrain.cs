@@ -42,6 +42,8 @@ public interface ICheckpointRegistryGrain : IGrainWithStringKey
 /// <param name="Data">The prepared data it was trained on, if this project trained it.</param>
 /// <param name="Settings">The training settings, in words.</param>
 /// <param name="Active">Whether replicas serve it now.</param>
+/// <param name="Removed">Its files were deleted by ModelHost:Retention:Versions: it can no longer be promoted, but its
+/// provenance stays for the lineage of the versions fine-tuned from it.</param>
 [GenerateSerializer, Immutable]
 public sealed record CheckpointVersion(
     [property: Id(0)] string Size,
@@ -54,7 +56,8 @@ public sealed record CheckpointVersion(
     [property: Id(7)] string? Data,
     [property: Id(8)] string? Settings,
     [property: Id(9)] double? EvalPerplexity,
-    [property: Id(10)] bool Active = false);
+    [property: Id(10)] bool Active = false,
+    [property: Id(11)] bool Removed = false);
 
 /// <summary>The outcome of a promotion or rollback.</summary>
 /// <param name="Previous">The version that was active before; null when there was none.</param>

@@ -28,4 +28,22 @@ public static class CheckpointFolder
     /// every training silo can reach (a run resumes wherever its grain is activated next).</summary>
     public static string NewRunDirectory(CheckpointStore store, string size) =>
         Path.Combine(store.Root, ".runs", $"{size}-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}");
+
+    /// <summary>
+    /// Deletes all but the newest <paramref name="keep"/> finished run directories of <paramref name="size"/>
+    /// (ModelHost:Retention:Runs). Called by the size's training grain when a run ends, so no run of the size is
+    /// going; it never deletes the newest run. Published weights live on in the store: a run holds only its logs,
+    /// metrics and optimizer state.
+    /// </summary>
+    public static void PruneRuns(CheckpointStore store, string size, int keep)
+    {
+        string runs = Path.Combine(store.Root, ".runs");
+        if (!Directory.Exists(runs))
+            return;
+        // Names are SIZE-yyyyMMdd-HHmmss-xxxxxx: ordinal order is age order.
+        foreach (var old in Directory.EnumerateDirectories(runs, size + "-*")
+                     .Where(d => System.Text.RegularExpressions.Regex.IsMatch(Path.GetFileName(d)[(size.Length + 1)..], @"^\d{8}-\d{6}-[0-9a-f]{6}$"))
+                     .OrderDescending(StringComparer.Ordinal).Skip(Math.Max(1, keep)))
+            Directory.Delete(old, recursive: true);
+    }
 }

@@ -83,7 +83,10 @@ public sealed partial class CheckpointRegistryGrain(
                 await SyncFromStoreAsync(cancellationToken);
             if (!state.State.Versions.Any(v => v.Version == version))
                 throw new ArgumentException($"'{version}' is not a registered version of '{Size}'; registered: " +
-                    string.Join(", ", state.State.Versions.Select(v => v.Version).DefaultIfEmpty("none")), nameof(version));
+                    string.Join(", ", state.State.Versions.Where(v => !v.Removed).Select(v => v.Version).DefaultIfEmpty("none")), nameof(version));
+            if (state.State.Versions.First(v => v.Version == version).Removed)
+                throw new ArgumentException($"Version {version} of '{Size}' was removed from the store by ModelHost:Retention:Versions " +
+                    $"(it keeps {host.Retention.Versions}); publish it again to serve it", nameof(version));
             return await SwitchAsync(version, rollback: false, cancellationToken);
         }
         finally
@@ -151,6 +154,17 @@ public sealed partial class CheckpointRegistryGrain(
             _writing.Release();
         }
         await Task.WhenAll(replicas.Select(r => GrainFactory.GetGrain<IModelGrain>(r.Key).ActivateVersionAsync(version, cancellationToken).AsTask()));
+        // Only now that no replica serves the old versions any more may retention delete their files.
+        await _writing.WaitAsync(cancellationToken);
+        try
+        {
+            await PruneLockedAsync(cancellationToken);
+            await state.WriteStateAsync(cancellationToken);
+        }
+        finally
+        {
+            _writing.Release();
+        }
         Activated(Size, version, rollback ? $"rolled back from {previous}" : $"promoted over {previous ?? "none"}");
         return new Promotion(Size, version, previous, [.. replicas.Select(r => r.Key)], loadSeconds);
     }
@@ -192,6 +206,42 @@ public sealed partial class CheckpointRegistryGrain(
         }
     }
 
+    /// <summary>
+    /// Applies ModelHost:Retention:Versions after a switch (caller holds <see cref="_writing"/> and persists): the store
+    /// keeps the active version, then the rollback targets most recent first, then the newest others; the rest lose
+    /// their files and are marked removed, their provenance kept. Rollback targets whose files are gone are dropped.
+    /// (Not on registering: a version just published must stay until a promotion has had the chance to use it.)
+    /// </summary>
+    private async Task PruneLockedAsync(CancellationToken cancellationToken)
+    {
+        int limit = Math.Max(1, host.Retention.Versions);
+        var live = state.State.Versions.Where(v => !v.Removed).ToList();
+        if (live.Count <= limit)
+            return;
+        var keep = new List<string>();
+        void Keep(string? version)
+        {
+            if (version is not null && keep.Count < limit && !keep.Contains(version) && live.Any(v => v.Version == version))
+                keep.Add(version);
+        }
+        Keep(state.State.Active);
+        for (int i = state.State.Previous.Count - 1; i >= 0; i--)
+            Keep(state.State.Previous[i]);
+        foreach (var v in live.OrderByDescending(v => v.Created))
+            Keep(v.Version);
+        var doomed = live.Where(v => !keep.Contains(v.Version)).ToList();
+        await Task.Run(() =>
+        {
+            foreach (var v in doomed)
+                host.Store.Remove(Size, v.Version);
+        }, cancellationToken);
+        for (int i = 0; i < state.State.Versions.Count; i++)
+            if (doomed.Any(d => d.Version == state.State.Versions[i].Version))
+                state.State.Versions[i] = state.State.Versions[i] with { Removed = true };
+        state.State.Previous.RemoveAll(v => !keep.Contains(v));
+        Pruned(Size, doomed.Count, limit);
+    }
+
     private CheckpointVersion Mark(CheckpointVersion v) => v with { Active = v.Version == state.State.Active };
 
     /// <summary>A store manifest as the registry records it.</summary>
@@ -200,6 +250,9 @@ public sealed partial class CheckpointRegistryGrain(
 
     [LoggerMessage(1, LogLevel.Information, "{Size}: serving version {Version} ({How})")]
     private partial void Activated(string size, string version, string how);
+
+    [LoggerMessage(3, LogLevel.Information, "{Size}: removed the files of {Count} old version(s) (ModelHost:Retention:Versions = {Limit})")]
+    private partial void Pruned(string size, int count, int limit);
 
     [LoggerMessage(2, LogLevel.Warning, "{Size}: promotion to {Version} refused, {Replica} could not load it: {Reason}")]
     private partial void PromotionFailed(string size, string version, string replica, string reason);

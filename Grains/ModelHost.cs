@@ -52,12 +52,37 @@ public sealed class ModelHostOptions
     /// a fine-tune runs only on a silo that lists a device here, never silently on a serving device.</summary>
     public List<string> TrainingDevices { get; set; } = [];
 
+    /// <summary>The only directory fine-tunes read prepared data from: a request's data_directory must lie inside it, and a
+    /// relative one is resolved against it (not against wherever the silo happened to start). Relative itself to
+    /// where the silo started.</summary>
+    public string DataDirectory { get; set; } = "data";
+
+    /// <summary>How much the store, the fine-tuning runs and this silo's cache keep (see <see cref="RetentionOptions"/>).</summary>
+    public RetentionOptions Retention { get; set; } = new();
+
     /// <summary>Requests failed by the model in a row (not by their callers) after which a replica counts as failing:
     /// /healthz answers 503 naming it, and routing prefers other replicas of its size. One served request resets it.</summary>
     public int UnhealthyAfterFailures { get; set; } = 3;
 
     /// <summary>The store directory these options mean.</summary>
     public string ResolvedStoreDirectory => Path.GetFullPath(StoreDirectory.Length > 0 ? StoreDirectory : Path.Combine(CheckpointDirectory, ".store"));
+}
+
+/// <summary>What is deleted, and when (ModelHost:Retention). Without limits every fine-tune would leave its run
+/// (optimizer state included: ~250 MB for tiny) and every version its weights, until the disk fills.</summary>
+public sealed class RetentionOptions
+{
+    /// <summary>Versions of a size whose weights the store keeps: the active one, then those a rollback would return
+    /// to, then the newest. Older versions lose their files but stay in the registry, so lineage stays readable.</summary>
+    public int Versions { get; set; } = 10;
+
+    /// <summary>Finished fine-tuning run directories kept per size, newest first (an interrupted run, which can still be
+    /// resumed, is never deleted).</summary>
+    public int Runs { get; set; } = 3;
+
+    /// <summary>Versions of a size kept in this silo's cache besides the one it serves (a rollback to one of them needs
+    /// no copy).</summary>
+    public int CachedVersions { get; set; } = 1;
 }
 
 /// <summary>
@@ -110,6 +135,28 @@ public sealed class ModelHost : IDisposable
 
     /// <summary>Models being served (a silo is healthy once it serves at least one).</summary>
     public IReadOnlyList<ModelInfo> Loaded => [.. _serving.Values.Where(s => !s.Engine.IsDisposed).Select(s => s.Info)];
+
+    /// <summary>ModelHost:DataDirectory as a full path.</summary>
+    public string DataRoot => Path.GetFullPath(_options.DataDirectory);
+
+    /// <summary>What the store, the runs and the cache keep.</summary>
+    public RetentionOptions Retention => _options.Retention;
+
+    /// <summary>
+    /// The full path of a fine-tune's data_directory: relative ones under <see cref="DataRoot"/>; anything outside it
+    /// (an absolute path elsewhere, "..") is refused with ArgumentException naming the setting. A fine-tune reads
+    /// whatever it is pointed at, so the operator, not the caller, decides where that may be.
+    /// </summary>
+    public string ResolveDataDirectory(string dataDirectory)
+    {
+        string root = DataRoot;
+        string full = Path.GetFullPath(dataDirectory, root);
+        string relative = Path.GetRelativePath(root, full);
+        if (relative == ".." || relative.StartsWith(".." + Path.DirectorySeparatorChar, StringComparison.Ordinal) || Path.IsPathRooted(relative))
+            throw new ArgumentException($"data_directory '{dataDirectory}' is outside ModelHost:DataDirectory ({root}); fine-tunes read prepared data " +
+                "only from there: give a path relative to it", "DataDirectory");
+        return full;
+    }
 
     /// <summary>Whether <paramref name="engine"/> has failed its last ModelHost:UnhealthyAfterFailures requests.</summary>
     public bool IsFailing(ContinuousBatcher engine) => engine.ConsecutiveFailures >= Math.Max(1, _options.UnhealthyAfterFailures);
@@ -186,8 +233,39 @@ public sealed class ModelHost : IDisposable
         _serving[name] = fresh;
         if (current is not null)
             _ = RetireWhenIdleAsync(current);
+        PruneCache(model.Size);
         return fresh.Info;
     });
+
+    /// <summary>
+    /// Deletes this silo's cached copies of <paramref name="size"/> beyond ModelHost:Retention:CachedVersions, oldest
+    /// first, never one a replica serves or has prepared. Best effort: a copy that cannot be deleted now is retried
+    /// at the next activation.
+    /// </summary>
+    private void PruneCache(string size)
+    {
+        string directory = Path.Combine(CacheDirectory, size);
+        if (!Directory.Exists(directory))
+            return;
+        var inUse = _serving.Values.Concat(_prepared.Values).Where(s => s.Info.Size == size).Select(s => s.Info.Version).ToHashSet(StringComparer.Ordinal);
+        var stale = new DirectoryInfo(directory).EnumerateDirectories()
+            .Where(d => d.Name.Length == 16 && d.Name.All(char.IsAsciiHexDigitLower) && !inUse.Contains(d.Name)) // versions, not a copy being written
+            .OrderByDescending(d => d.LastWriteTimeUtc)
+            .Skip(Math.Max(0, _options.Retention.CachedVersions));
+        foreach (var copy in stale)
+        {
+            try
+            {
+                copy.Delete(recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+            catch (UnauthorizedAccessException)
+            {
+            }
+        }
+    }
 
     /// <summary>Drops a prepared version that will not be served.</summary>
     public void Discard(string key, string version) => WithKey(key, model =>

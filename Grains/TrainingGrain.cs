@@ -71,6 +71,8 @@ public sealed partial class TrainingGrain(
             throw new InvalidOperationException($"'{Size}' is already fine-tuning (step {Status.Step} of {Status.TotalSteps}); cancel that run first");
         string baseVersion = await GrainFactory.GetGrain<ICheckpointRegistryGrain>(Size).GetActiveAsync(cancellationToken)
             ?? (await CheckpointRegistryGrain.ImportAsync(GrainFactory, host, Size, cancellationToken)).Active;
+        // Resolved once, here, against ModelHost:DataDirectory; the run (and a resume on another silo) uses the full path.
+        request = request with { DataDirectory = host.ResolveDataDirectory(request.DataDirectory) };
         foreach (var split in new[] { "train", "eval" })
             if (!File.Exists(TokenSplit.TokensPath(request.DataDirectory, split)) || !File.Exists(TokenSplit.ExamplesPath(request.DataDirectory, split)))
                 throw new ArgumentException($"'{request.DataDirectory}' holds no prepared {split} split: run the Training project's prepare command first", nameof(request.DataDirectory));
@@ -217,6 +219,7 @@ public sealed partial class TrainingGrain(
         if (state.State.History.Count > HistoryLimit)
             state.State.History.RemoveRange(0, state.State.History.Count - HistoryLimit);
         await state.WriteStateAsync();
+        await Task.Run(() => CheckpointFolder.PruneRuns(host.Store, Size, host.Retention.Runs));
     }
 
     private void CopyVersion(string version, string destination)

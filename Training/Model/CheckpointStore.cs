@@ -135,6 +135,28 @@ public sealed class CheckpointStore(string root)
     }
 
     /// <summary>
+    /// Deletes a version's files (ModelHost:Retention). It disappears in one rename first, so no reader ever sees it
+    /// half-deleted; a version already gone is no error.
+    /// </summary>
+    public void Remove(string size, string version)
+    {
+        string directory = VersionDirectory(size, version);
+        if (!Directory.Exists(directory))
+            return;
+        string doomed = Path.Combine(Root, StagingFolder, $"removed-{size}-{version}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(Path.GetDirectoryName(doomed)!);
+        try
+        {
+            Directory.Move(directory, doomed);
+        }
+        catch (DirectoryNotFoundException)
+        {
+            return; // another silo removed it first
+        }
+        Directory.Delete(doomed, recursive: true);
+    }
+
+    /// <summary>
     /// A local copy of a version under <paramref name="cacheRoot"/>, every file's length and SHA-256 checked against
     /// the manifest (an existing copy is checked again, so a damaged cache is replaced). Throws
     /// <see cref="InvalidDataException"/> naming the file when the store's copy does not match: that version is

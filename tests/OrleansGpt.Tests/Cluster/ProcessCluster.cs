@@ -100,6 +100,7 @@ public sealed class ProcessCluster : IAsyncLifetime
             ["ModelHost:CheckpointDirectory"] = _directory.Sub($"checkpoints-{node}"),
             ["ModelHost:StoreDirectory"] = Store.Root,
             ["ModelHost:CacheDirectory"] = _directory.Sub($"cache-{node}"),
+            ["ModelHost:DataDirectory"] = Path.GetTempPath(), // where the tests prepare their data
             ["ModelHost:Precision"] = "fp32",
             ["ModelHost:Slots"] = "2",
             ["ModelHost:MaxQueue"] = "32",

@@ -34,6 +34,7 @@ public sealed class ClusterFixture : IAsyncLifetime
                 o.MaxPromptTokens = 48;
                 o.MaxNewTokens = 40;
                 o.TrainingDevices = ["cpu:0"];
+                o.DataDirectory = Path.GetTempPath(); // where the tests prepare their data
             });
     }
 

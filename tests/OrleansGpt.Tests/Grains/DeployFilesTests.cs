@@ -97,6 +97,28 @@ public sealed partial class DeployFilesTests
         AssertKnownSettings(settings, "local-cluster.sh");
     }
 
+    [Theory]
+    [InlineData("Silo/appsettings.json")]
+    [InlineData("deploy/gpu-node.appsettings.json")]
+    public void SettingsFilesNameOnlyRealSettings(string file)
+    {
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(s_deploy, "..", file)));
+        var names = new List<string>();
+        void Flatten(System.Text.Json.JsonElement e, string prefix)
+        {
+            if (e.ValueKind == System.Text.Json.JsonValueKind.Object)
+                foreach (var p in e.EnumerateObject())
+                    Flatten(p.Value, prefix.Length == 0 ? p.Name : $"{prefix}__{p.Name}");
+            else if (e.ValueKind != System.Text.Json.JsonValueKind.Array || e.GetArrayLength() == 0)
+                names.Add(prefix);
+            else
+                names.Add(prefix + "__0");
+        }
+        Flatten(json.RootElement, "");
+        Assert.Contains("ModelHost__Retention__Versions", names);
+        AssertKnownSettings(names.Where(n => !n.StartsWith("Logging__", StringComparison.Ordinal)), file);
+    }
+
     /// <summary>Every "Section__Key[__N]" names a property of the options type the silo binds that section to.</summary>
     private static void AssertKnownSettings(IEnumerable<string> names, string where)
     {
@@ -105,6 +127,7 @@ public sealed partial class DeployFilesTests
             ["Cluster"] = typeof(ClusterSettings),
             ["Cluster__Membership"] = typeof(ClusterMembershipOptions),
             ["ModelHost"] = typeof(ModelHostOptions),
+            ["ModelHost__Retention"] = typeof(RetentionOptions),
             ["Operator"] = typeof(OperatorOptions),
         };
         foreach (string name in names.Where(n => n.Contains("__", StringComparison.Ordinal)))

@@ -29,7 +29,8 @@ public sealed class TrainingGrainTests(ClusterFixture fixture)
         Assert.Equal(TrainingState.Cancelled, cancelled.State);
         Assert.StartsWith("untrained: before fine-tuning", (await model.GetInfoAsync()).Provenance);
 
-        await trainer.StartAsync(new FineTuneRequest(data, MaxSteps: 4, LearningRate: 1e-2, BlockSize: 32, BatchSize: 2));
+        // data_directory relative to ModelHost:DataDirectory (the temp folder here), as an operator would give it.
+        await trainer.StartAsync(new FineTuneRequest(Path.GetRelativePath(Path.GetTempPath(), data), MaxSteps: 4, LearningRate: 1e-2, BlockSize: 32, BatchSize: 2));
         var done = await FinishedAsync(trainer);
         Assert.True(done.State == TrainingState.Succeeded, done.Message);
         Assert.Equal(4, done.Step);
@@ -59,6 +60,12 @@ public sealed class TrainingGrainTests(ClusterFixture fixture)
         Assert.Contains("prepare", noData.Message);
         string data = TestData.Prepared(temp.Path, papers: 20);
         await Assert.ThrowsAnyAsync<ArgumentException>(() => trainer.StartAsync(new FineTuneRequest(data, BlockSize: 1)).AsTask());
+        // Data outside ModelHost:DataDirectory is refused whatever it holds, however the path is written.
+        foreach (var outside in new[] { "/etc", "../" + Path.GetFileName(Path.GetDirectoryName(Path.GetTempPath().TrimEnd('/'))!), Path.Combine(Path.GetTempPath(), "..", "etc") })
+        {
+            var refused = await Assert.ThrowsAsync<ArgumentException>(() => trainer.StartAsync(new FineTuneRequest(outside)).AsTask());
+            Assert.Contains("outside ModelHost:DataDirectory", refused.Message);
+        }
         Assert.Equal(TrainingState.Idle, (await trainer.GetStatusAsync()).State);
     }
 
@@ -75,6 +82,11 @@ public sealed class TrainingGrainTests(ClusterFixture fixture)
         Assert.Equal("data_directory", (await noData.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetProperty("param").GetString());
         var notPrepared = await http.PostAsJsonAsync("/v1/fine-tunes", new { model = "tiny", data_directory = temp.Path });
         Assert.Equal(HttpStatusCode.BadRequest, notPrepared.StatusCode);
+        var outside = await http.PostAsJsonAsync("/v1/fine-tunes", new { model = "tiny", data_directory = "/etc" });
+        Assert.Equal(HttpStatusCode.BadRequest, outside.StatusCode);
+        var error = (await outside.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+        Assert.Equal("data_directory", error.GetProperty("param").GetString());
+        Assert.Contains("ModelHost:DataDirectory", error.GetProperty("message").GetString());
 
         var started = await http.PostAsJsonAsync("/v1/fine-tunes", new { model = "tiny", data_directory = data, epochs = 100, block_size = 32, batch_size = 2 });
         Assert.Equal(HttpStatusCode.Accepted, started.StatusCode);
