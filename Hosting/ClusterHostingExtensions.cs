@@ -1,5 +1,8 @@
 using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Configuration;
+using Orleans.Connections.Security;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Orleans.Configuration;
@@ -27,6 +30,8 @@ public static class ClusterHostingExtensions
 #pragma warning disable ORLEANSEXP003 // experimental in Orleans 10; the fault tests exercise it
         silo.AddDistributedGrainDirectory();
 #pragma warning restore ORLEANSEXP003
+        if (Tls(settings) is var (certificate, configure))
+            silo.UseTls(certificate, configure);
         if (!settings.UsesRedis)
         {
             silo.UseLocalhostClustering(settings.SiloPort, settings.GatewayPort, settings.PrimarySilo, settings.ServiceId, settings.ClusterId);
@@ -78,6 +83,8 @@ public static class ClusterHostingExtensions
     public static IClientBuilder AddOrleansGptCluster(this IClientBuilder client, IConfiguration configuration)
     {
         var settings = ClusterSettings.From(configuration);
+        if (Tls(settings) is var (certificate, configure))
+            client.UseTls(certificate, configure);
         if (settings.Gateways.Count > 0)
         {
             client.Configure<ClusterOptions>(o => (o.ClusterId, o.ServiceId) = (settings.ClusterId, settings.ServiceId));
@@ -90,6 +97,51 @@ public static class ClusterHostingExtensions
         // A silo that died leaves the gateway list within seconds rather than the default minute.
         client.Configure<GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(5));
         return client.UseRedisClustering(o => o.ConfigurationOptions = redis);
+    }
+
+    /// <summary>
+    /// Cluster:TlsCertificate as Orleans' TLS settings, or null when it is not set. Mutual: a silo requires a certificate
+    /// from every silo and client that connects, and a client requires one from its gateway; a peer is trusted when its
+    /// certificate was issued by Cluster:TlsAuthority, or, without one, when it is this process's own certificate.
+    /// Host names are not checked: silos are reached by the addresses in the membership table, not by name.
+    /// </summary>
+    public static (X509Certificate2 Certificate, Action<TlsOptions> Configure)? Tls(ClusterSettings settings)
+    {
+        if (settings.TlsCertificate is not { Length: > 0 } path)
+            return null;
+        X509Certificate2 certificate;
+        try
+        {
+            certificate = X509CertificateLoader.LoadPkcs12FromFile(path, settings.TlsCertificatePassword);
+        }
+        catch (CryptographicException e)
+        {
+            throw new ArgumentException($"Cluster:TlsCertificate '{path}' cannot be read ({e.Message.TrimEnd('.')}): it must be a .pfx with the private key, " +
+                "and Cluster:TlsCertificatePassword its password");
+        }
+        if (!certificate.HasPrivateKey)
+            throw new ArgumentException($"Cluster:TlsCertificate '{path}' has no private key: export the certificate together with its key");
+        var authority = settings.TlsAuthority is { Length: > 0 } ca ? X509CertificateLoader.LoadCertificateFromFile(ca) : null;
+        return (certificate, options =>
+        {
+            options.RemoteCertificateMode = RemoteCertificateMode.RequireCertificate;
+            options.ClientCertificateMode = RemoteCertificateMode.RequireCertificate;
+            options.RemoteCertificateValidation = (remote, _, _) => IsTrustedPeer(remote, certificate, authority);
+        });
+    }
+
+    /// <summary>Whether a peer's certificate is one this cluster trusts (see <see cref="Tls"/>).</summary>
+    public static bool IsTrustedPeer(X509Certificate2? remote, X509Certificate2 own, X509Certificate2? authority)
+    {
+        if (remote is null)
+            return false;
+        if (authority is null)
+            return remote.RawDataMemory.Span.SequenceEqual(own.RawDataMemory.Span);
+        using var chain = new X509Chain();
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.CustomTrustStore.Add(authority);
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        return chain.Build(remote);
     }
 
     /// <summary>

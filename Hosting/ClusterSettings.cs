@@ -54,6 +54,21 @@ public sealed class ClusterSettings
     /// </summary>
     public List<string> Gateways { get; set; } = [];
 
+    /// <summary>
+    /// Mutual TLS between silos and clients: a PKCS#12 (.pfx) file holding this process's certificate and private key.
+    /// Orleans' silo and gateway ports have no authentication of their own (any process that reaches a gateway may
+    /// call any grain, promotions included); with this set every connection must present a certificate the cluster
+    /// trusts (see <see cref="TlsAuthority"/>), and carries encrypted traffic. Empty: plain TCP, for a private network.
+    /// </summary>
+    public string? TlsCertificate { get; set; }
+
+    /// <summary>The password of <see cref="TlsCertificate"/>, if it has one (from a secret, not a committed file).</summary>
+    public string? TlsCertificatePassword { get; set; }
+
+    /// <summary>A CA certificate (PEM or DER) that peers' certificates must be issued by. Empty: peers must present
+    /// the very certificate this process has (one cluster certificate shared by every silo and client).</summary>
+    public string? TlsAuthority { get; set; }
+
     /// <summary>How long to wait for Redis before giving up at start.</summary>
     public TimeSpan RedisConnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
@@ -76,6 +91,10 @@ public sealed class ClusterSettings
         foreach (string gateway in settings.Gateways)
             if (!IPEndPoint.TryParse(gateway, out var endpoint) || endpoint.Port == 0)
                 throw new ArgumentException($"Cluster:Gateways entry '{gateway}' is not an IP address and port such as 127.0.0.1:30000");
+        if (settings.TlsCertificate is { Length: > 0 } certificate && !File.Exists(certificate))
+            throw new ArgumentException($"Cluster:TlsCertificate '{certificate}' does not exist: give a .pfx file with the certificate and its private key");
+        if (settings.TlsAuthority is { Length: > 0 } authority && !File.Exists(authority))
+            throw new ArgumentException($"Cluster:TlsAuthority '{authority}' does not exist: give the CA certificate (PEM or DER) that issued the cluster's certificates");
         if (string.IsNullOrWhiteSpace(settings.ClusterId) || string.IsNullOrWhiteSpace(settings.ServiceId))
             throw new ArgumentException("Cluster:ClusterId and Cluster:ServiceId must not be empty");
         return settings;

@@ -8,7 +8,7 @@ using OrleansGpt.Silo.Api;
 // localhost (the default: one machine, state in memory) or redis (silos on several machines, sessions, fine-tunes
 // and the checkpoint registry kept in Redis); see deploy/README.md. Model grains serve the active version of each
 // size from the checkpoint store on the devices in ModelHost:Devices; /metrics serves Prometheus text and
-// /dashboard the Orleans Dashboard.
+// /dashboard the Orleans Dashboard (to callers on this machine, unless Operator:Dashboard is false).
 // Settings come from the appsettings.json beside the binary; relative paths in them are relative to where the
 // silo was started.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
@@ -16,10 +16,12 @@ builder.Services.AddOrleansGptApi();
 builder.Services.AddHostedService<ModelPreloader>();
 try
 {
-    builder.UseOrleans(silo => silo
-        .AddOrleansGptCluster(builder.Configuration)
-        .AddOrleansGptServing()
-        .AddDashboard());
+    builder.UseOrleans(silo =>
+    {
+        silo.AddOrleansGptCluster(builder.Configuration).AddOrleansGptServing();
+        if (builder.Configuration.GetValue("Operator:Dashboard", true))
+            silo.AddDashboard();
+    });
 }
 catch (Exception e) when (e is ArgumentException or InvalidOperationException)
 {
@@ -29,6 +31,6 @@ catch (Exception e) when (e is ArgumentException or InvalidOperationException)
 }
 var app = builder.Build();
 app.MapOrleansGptApi();
-app.MapOrleansDashboard("/dashboard");
+app.MapOperatorDashboard("/dashboard");
 app.Run();
 return 0;

@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.Extensions.Options;
+using Orleans.Dashboard;
 using OrleansGpt.Grains;
 using OrleansGpt.Grains.Interfaces;
 using static OrleansGpt.Silo.Api.OpenAiApi;
@@ -12,6 +13,10 @@ public sealed class OperatorOptions
     /// <summary>The key operators send as "Authorization: Bearer KEY". Empty: the operator endpoints answer only
     /// while the silo listens on loopback addresses alone; bound to any other address they refuse every call.</summary>
     public string ApiKey { get; set; } = "";
+
+    /// <summary>Serve the Orleans Dashboard at /dashboard: only to callers on this machine (an ssh tunnel, kubectl
+    /// port-forward) or ones sending the operator key. False: not served, and its statistics not collected.</summary>
+    public bool Dashboard { get; set; } = true;
 }
 
 /// <summary>
@@ -97,6 +102,44 @@ public static class OperatorApi
         ops.MapPost("/fine-tunes/{size}/resume", (string size, HttpContext http, IGrainFactory grains) =>
             Guarded(http, async () => await WriteStatus(http, await grains.GetGrain<ITrainingGrain>(size).ResumeAsync(http.RequestAborted), StatusCodes.Status202Accepted)));
         return app;
+    }
+
+    /// <summary>
+    /// Maps the Orleans Dashboard at <paramref name="path"/> when Operator:Dashboard is on, behind
+    /// <see cref="CheckDashboard"/>. The dashboard is a browser page, which cannot send a bearer key by itself, so the
+    /// rule is the caller's address: on this machine, or through something that adds the key (a reverse proxy).
+    /// </summary>
+    public static WebApplication MapOperatorDashboard(this WebApplication app, string path)
+    {
+        var options = app.Services.GetRequiredService<IOptions<OperatorOptions>>().Value;
+        if (!options.Dashboard)
+            return app;
+        app.UseWhen(http => http.Request.Path.StartsWithSegments(path), branch => branch.Use(async (http, next) =>
+        {
+            if (CheckDashboard(options.ApiKey, http.Connection.RemoteIpAddress, http.Request.Headers.Authorization.FirstOrDefault()) is { } refusal)
+            {
+                await ErrorResult(refusal.Status, refusal.Message, null, refusal.Code).ExecuteAsync(http);
+                return;
+            }
+            await next(http);
+        }));
+        app.MapOrleansDashboard(path);
+        return app;
+    }
+
+    /// <summary>
+    /// Whether a dashboard request may proceed: null when the caller is on this machine (loopback) or sends the operator
+    /// key; else 403. A reverse proxy on the same machine makes every caller look local: route the dashboard away there
+    /// or set Operator:Dashboard to false.
+    /// </summary>
+    public static (int Status, string Message, string Code)? CheckDashboard(string configuredKey, IPAddress? caller, string? authorization)
+    {
+        if (caller is not null && IPAddress.IsLoopback(caller.IsIPv4MappedToIPv6 ? caller.MapToIPv4() : caller))
+            return null;
+        if (configuredKey.Length > 0 && Check(configuredKey, [], authorization) is null)
+            return null;
+        return (403, "The Orleans Dashboard answers callers on the silo's own machine only: reach it through ssh -L or kubectl port-forward" +
+            (configuredKey.Length > 0 ? ", or send Authorization: Bearer <Operator:ApiKey>" : ""), "dashboard_local_only");
     }
 
     /// <summary>Lets operator calls through, or answers with <see cref="Check"/>'s refusal.</summary>
