@@ -57,12 +57,15 @@ public static class ChatCommand
         // Only the start of the stream is retried (a session whose silo died is activated on another from its stored
         // state): once text has arrived, a retry would repeat it, so a later loss is reported instead.
         string? finish = null;
+        int tokens = 0;
         await foreach (var chunk in ResilientStreams.UntilFirstItemAsync(() => Task.FromResult(session.WriteAbstractAsync(title))))
         {
             output.Write(chunk.Text);
             finish = chunk.FinishReason ?? finish;
+            tokens += chunk.Tokens.Length;
         }
-        output.WriteLine(finish == "length" ? " [cut at max tokens]" : "");
+        // An abstract that hit the limit usually stops mid-sentence, even mid-word: say so, and how to get more.
+        output.WriteLine(finish == "length" ? $" ... [cut at the {tokens}-token limit; /max-tokens N for longer]" : "");
     }
 
     private static async Task CommandAsync(ISessionGrain session, string line, TextWriter output)

@@ -36,7 +36,7 @@ public static class OpenAiApi
         var app = endpoints.MapGroup("").ReportUnexpectedErrors();
         app.MapPost("/v1/completions", Completions).RequireJsonBodies();
         app.MapPost("/v1/abstracts", Abstracts).RequireJsonBodies();
-        // Each size with its replicas, the version each serves and how that version was made.
+        // Each size with its replicas, the version each serves, how that version was made and its whole lineage.
         app.MapGet("/v1/models", async (IGrainFactory grains, HttpContext http) =>
         {
             var replicas = await grains.GetGrain<IModelRouterGrain>(0).GetReplicasAsync(http.RequestAborted);
@@ -51,6 +51,9 @@ public static class OpenAiApi
                     return null; // a replica that cannot load, or whose silo is leaving, is listed without a version
                 }
             }));
+            var sizes = replicas.Select(r => r.Size).Distinct().ToList();
+            var versions = (await Task.WhenAll(sizes.Select(size => grains.GetGrain<ICheckpointRegistryGrain>(size).GetVersionsAsync(http.RequestAborted).AsTask())))
+                .Zip(sizes).ToDictionary(x => x.Second, x => x.First);
             return Results.Json(new
             {
                 @object = "list",
@@ -60,7 +63,13 @@ public static class OpenAiApi
                     @object = "model",
                     created = 0,
                     owned_by = "orleansgpt",
-                    replicas = g.Select(x => new { key = x.Replica.Key, version = x.Info?.Version, provenance = x.Info?.Provenance }),
+                    replicas = g.Select(x => new
+                    {
+                        key = x.Replica.Key,
+                        version = x.Info?.Version,
+                        provenance = x.Info?.Provenance,
+                        lineage = Lineage(versions[g.Key], x.Info?.Version),
+                    }),
                 }),
             }, Json);
         });
@@ -68,6 +77,15 @@ public static class OpenAiApi
         app.MapOperatorApi();
         app.MapGet("/healthz", Health);
         return endpoints;
+    }
+
+    /// <summary>The version and its ancestors, newest first, following each version's parent (the version it was
+    /// fine-tuned from) back to a model trained from scratch or brought in from outside.</summary>
+    private static IEnumerable<object> Lineage(IReadOnlyList<CheckpointVersion> versions, string? version)
+    {
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        for (var v = versions.FirstOrDefault(x => x.Version == version); v is not null && seen.Add(v.Version); v = versions.FirstOrDefault(x => x.Version == v.Parent))
+            yield return new { v.Version, v.Kind, v.Description, v.Data, v.Settings, v.TokensSeen, v.EvalPerplexity, v.Created, v.Removed };
     }
 
     /// <summary>

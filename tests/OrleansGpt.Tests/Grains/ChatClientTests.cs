@@ -22,6 +22,7 @@ public sealed class ChatClientTests(ClusterFixture fixture)
         Assert.Equal(("CV", "Seeing Cats", 4L), (entry.Category, entry.Title, entry.Seed));
         Assert.Contains(entry.Abstract, text); // streamed to the console, then listed by /history
         Assert.Contains("[CV] Seeing Cats (seed 4)", text);
+        Assert.Contains(entry.Abstract + " ... [cut at the 6-token limit; /max-tokens N for longer]", text); // not a silent mid-word stop
 
         // Settings live in the session grain: a new client session starts with them.
         var again = new StringWriter();

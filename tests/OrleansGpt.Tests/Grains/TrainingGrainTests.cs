@@ -46,6 +46,15 @@ public sealed class TrainingGrainTests(ClusterFixture fixture)
         Assert.Equal((done.Version, "fine-tuned", data), (published.Version, published.Kind, published.Data));
         Assert.Contains(versions, v => v.Version == published.Parent && v.Kind == "untrained");
         Assert.Equal([TrainingState.Cancelled, TrainingState.Succeeded], (await trainer.GetHistoryAsync()).Select(h => h.State));
+
+        // GET /v1/models shows the whole lineage of what is served: the fine-tune, then the checkpoint it started from.
+        var models = await fixture.Api.GetFromJsonAsync<JsonElement>("/v1/models");
+        var replica = models.GetProperty("data").EnumerateArray().Single(m => m.GetProperty("id").GetString() == "tunable").GetProperty("replicas")[0];
+        var lineage = replica.GetProperty("lineage").EnumerateArray().ToList();
+        Assert.Equal([(done.Version, "fine-tuned"), (published.Parent, "untrained")],
+            lineage.Select(l => (l.GetProperty("version").GetString(), l.GetProperty("kind").GetString())));
+        Assert.Equal(data, lineage[0].GetProperty("data").GetString());
+        Assert.Contains("4 steps", lineage[0].GetProperty("settings").GetString());
     }
 
     [Fact]
