@@ -360,6 +360,12 @@ public static class OpenAiApi
             if (value is null) await Error(http, 400, "The request body is empty", null);
             return value;
         }
+        catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            long limit = http.RequestServices.GetRequiredService<Microsoft.Extensions.Options.IOptions<ApiOptions>>().Value.MaxRequestBodyBytes;
+            await Error(http, 413, $"The request body is larger than this server's limit of {limit:N0} bytes (Api:MaxRequestBodyBytes)", null, "request_too_large");
+            return null;
+        }
         catch (JsonException e)
         {
             // The field as the caller wrote it: "settings.top_p", not the JSON path "$.settings.top_p".

@@ -68,6 +68,23 @@ public sealed class ApiEdgeTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task ABodyOverTheLimitIsRefusedWith413BeforeItIsRead()
+    {
+        // Api:MaxRequestBodyBytes is 1 MiB: a 2 MB prompt is refused by size, with OpenAI's error body naming the setting.
+        foreach (var path in new[] { "/v1/completions", "/v1/abstracts", "/v1/fine-tunes" })
+        {
+            var refused = await _http.PostAsJsonAsync(path, new { model = "tiny", prompt = new string('x', 2_000_000), title = "t" });
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, refused.StatusCode);
+            var error = (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+            Assert.Equal("request_too_large", error.GetProperty("code").GetString());
+            Assert.Contains("Api:MaxRequestBodyBytes", error.GetProperty("message").GetString());
+        }
+        // Just under the limit is read, and refused for what it says.
+        var under = await _http.PostAsJsonAsync("/v1/completions", new { model = "tiny", prompt = new string('x', 1_000_000), max_tokens = 2 });
+        Assert.Equal(HttpStatusCode.BadRequest, under.StatusCode);
+    }
+
+    [Fact]
     public async Task TheMaxTokensLimitNamesMaxTokens()
     {
         var refused = await _http.PostAsJsonAsync("/v1/abstracts", new { category = "CL", title = "Limits", settings = new { max_tokens = 10_000 } });

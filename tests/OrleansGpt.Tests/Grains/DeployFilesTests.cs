@@ -129,6 +129,7 @@ public sealed partial class DeployFilesTests
             ["ModelHost"] = typeof(ModelHostOptions),
             ["ModelHost__Retention"] = typeof(RetentionOptions),
             ["Operator"] = typeof(OperatorOptions),
+            ["Api"] = typeof(ApiOptions),
         };
         foreach (string name in names.Where(n => n.Contains("__", StringComparison.Ordinal)))
         {
