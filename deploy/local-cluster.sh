@@ -34,7 +34,7 @@ start_silo() {
         --Cluster:Provider=redis --Cluster:Redis="127.0.0.1:$redis_port" --Cluster:AdvertisedAddress=127.0.0.1 \
         --Cluster:SiloPort=$((11111 + i)) --Cluster:GatewayPort=$((30000 + i)) --Urls="http://127.0.0.1:$((5080 + i))" \
         --ModelHost:Node="$node" --ModelHost:CheckpointDirectory="$checkpoints" --ModelHost:StoreDirectory="$state/store" \
-        --ModelHost:CacheDirectory="$state/cache-$node" "${training[@]}" \
+        --ModelHost:CacheDirectory="$state/cache-$node" --ModelHost:DataDirectory="$PWD/data" "${training[@]}" \
         >>"$state/silo-$node.log" 2>&1 &
     echo $! >"$state/silo-$node.pid"
     echo "silo $node: pid $!, http://127.0.0.1:$((5080 + i)), gateway $((30000 + i)), log $state/silo-$node.log"
