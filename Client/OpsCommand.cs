@@ -47,6 +47,38 @@ public sealed class OpsCommand(Uri silo, string? key, TextWriter output) : IDisp
         return 0;
     }
 
+    /// <summary>
+    /// A soak check for hot reloads: promotes the two newest live versions of <paramref name="size"/> in turn,
+    /// <paramref name="times"/> times, and prints the silo's resident memory (VmRSS of <paramref name="pid"/>) after
+    /// each, once the replaced engine has been released. Memory that keeps growing means reloads leak.
+    /// </summary>
+    public async Task<int> ReloadSoakAsync(string size, int times, int pid)
+    {
+        var (ok, body) = await SendAsync(HttpMethod.Get, $"/v1/models/{Uri.EscapeDataString(size)}/versions");
+        if (!ok) return Fail(body);
+        var live = body.GetProperty("data").EnumerateArray().Where(v => !(v.TryGetProperty("removed", out var r) && r.GetBoolean()))
+            .Select(v => v.GetProperty("version").GetString()!).TakeLast(2).ToList();
+        if (live.Count < 2)
+            throw new InvalidOperationException($"'{size}' needs two versions to alternate between (it has {live.Count}): publish another first");
+        long Rss() => long.Parse(File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal))
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+        long first = Rss();
+        output.WriteLine($"before: {first / 1e6:F0} MB");
+        var readings = new List<long>();
+        for (int i = 1; i <= times; i++)
+        {
+            string version = live[i % 2];
+            var (promoted, answer) = await SendAsync(HttpMethod.Post, $"/v1/models/{Uri.EscapeDataString(size)}/promote", new { version });
+            if (!promoted) return Fail(answer);
+            await Task.Delay(TimeSpan.FromSeconds(1)); // the replaced engine is released once idle, polled every 100 ms
+            readings.Add(Rss());
+            output.WriteLine($"promotion {i,2}: {version}, loaded in {answer.GetProperty("load_seconds").GetDouble():F2} s, resident {readings[^1] / 1e6:F0} MB");
+        }
+        output.WriteLine($"resident memory: before {first / 1e6:F0} MB, after promotion 2 {readings[Math.Min(1, readings.Count - 1)] / 1e6:F0} MB, " +
+            $"after the last {readings[^1] / 1e6:F0} MB, highest {readings.Max() / 1e6:F0} MB");
+        return 0;
+    }
+
     public Task<int> PromoteAsync(string size, string version) => PrintAsync(HttpMethod.Post, $"/v1/models/{Uri.EscapeDataString(size)}/promote", new { version });
 
     public Task<int> RollbackAsync(string size) => PrintAsync(HttpMethod.Post, $"/v1/models/{Uri.EscapeDataString(size)}/rollback");

@@ -125,9 +125,14 @@ fineTune.SetAction(async r =>
     if (r.GetValue(action) != "start")
         return await o.FineTuneAsync(size, r.GetValue(action)!);
     string directory = r.GetValue(data) ?? throw new ArgumentException("fine-tune start needs --data DIR (a directory written by the Training project's prepare command)");
-    return await o.FineTuneStartAsync(new { model = size, data_directory = Path.GetFullPath(directory), max_steps = r.GetValue(steps), learning_rate = r.GetValue(lr), promote = !r.GetValue(noPromote) });
+    // As given: a relative path means relative to the training silo's ModelHost:DataDirectory, not to this shell.
+    return await o.FineTuneStartAsync(new { model = size, data_directory = directory, max_steps = r.GetValue(steps), learning_rate = r.GetValue(lr), promote = !r.GetValue(noPromote) });
 });
-foreach (var command in new[] { status, versions, promote, rollback, fineTune })
+var times = new Option<int>("--times") { Description = "Promotions to make", DefaultValueFactory = _ => 20 };
+var pid = new Option<int>("--pid") { Description = "The silo's process id on this machine (its resident memory is read from /proc)", Required = true };
+var reloadSoak = new Command("reload-soak", "Promote a size's two newest versions in turn and print the silo's memory after each (does memory come back?)") { sizeArgument, times, pid };
+reloadSoak.SetAction(async r => { using var o = Ops(r); return await o.ReloadSoakAsync(r.GetValue(sizeArgument)!, r.GetValue(times), r.GetValue(pid)); });
+foreach (var command in new[] { status, versions, promote, rollback, fineTune, reloadSoak })
     ops.Subcommands.Add(command);
 root.Subcommands.Add(ops);
 

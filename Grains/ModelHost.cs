@@ -397,6 +397,8 @@ public sealed class ModelHost : IDisposable
         {
             Engine.Dispose();
             Model.Dispose();
+            // A released model's memory goes back to the machine, not just to malloc (see ReturnFreedMemory).
+            OrleansGpt.Training.Numerics.NativeAllocator.ReturnFreedMemory();
         }
     }
 }

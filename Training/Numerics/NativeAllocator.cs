@@ -35,6 +35,29 @@ public static partial class NativeAllocator
         }
     }
 
+    /// <summary>
+    /// Gives memory that libtorch freed back to the kernel (glibc's malloc_trim), for after a whole model is released.
+    /// Most of a model's tensors (a few MB each) live in malloc's heap and arenas rather than in their own mmaps, and
+    /// glibc returns heap memory only from its top: without this, a silo that hot-swaps GPT-2 small 20 times grew from
+    /// 1.3 to 7.3 GB of resident memory though every old model had been disposed. Returns whether any was released.
+    /// </summary>
+    public static bool ReturnFreedMemory()
+    {
+        if (!OperatingSystem.IsLinux())
+            return false;
+        try
+        {
+            return malloc_trim(0) == 1;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "malloc_trim")]
+    private static partial int malloc_trim(nuint pad);
+
     [LibraryImport("libc", EntryPoint = "mallopt")]
     private static partial int mallopt(int param, int value);
 }
