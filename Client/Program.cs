@@ -63,13 +63,17 @@ var clusterFaults = new Option<bool>("--cluster-faults") { Description = "Instea
 var promoteVersion = new Option<string?>("--promote") { Description = "--cluster-faults: the version to promote under load" };
 var killCommand = new Option<string?>("--kill") { Description = "--cluster-faults: shell command that kills a silo, e.g. 'deploy/local-cluster.sh kill c'" };
 var restartCommand = new Option<string?>("--restart") { Description = "--cluster-faults: shell command that starts it again" };
+var churn = new Option<bool>("--churn") { Description = "Instead: callers who leave (queued or mid-stream) while others arrive; counts false busy answers (use a concurrency of at most slots + queue)" };
 var bench = new Command("bench", "Load a running silo: aggregate tok/s, req/s, time to first token and inter-token latency p50/p99, failures")
 {
-    concurrency, requests, maxTokens, promptTokens, model, clusterFaults, promoteVersion, killCommand, restartCommand,
+    concurrency, requests, maxTokens, promptTokens, model, clusterFaults, promoteVersion, killCommand, restartCommand, churn,
 };
 bench.SetAction(async r =>
 {
     await using var connection = await Connect(r);
+    if (r.GetValue(churn))
+        return await new ChurnBench(connection.Cluster, r.GetValue(model)!, int.Parse(r.GetValue(concurrency)!.Split(',')[0], System.Globalization.CultureInfo.InvariantCulture),
+            r.GetValue(requests), r.GetValue(maxTokens), Console.Out).RunAsync();
     if (r.GetValue(clusterFaults))
         return await new ClusterFaultBench(connection.Cluster, r.GetValue(model)!, int.Parse(r.GetValue(concurrency)!.Split(',')[0], System.Globalization.CultureInfo.InvariantCulture),
             r.GetValue(maxTokens), Console.Out).RunAsync(r.GetValue(promoteVersion), r.GetValue(killCommand), r.GetValue(restartCommand));

@@ -119,6 +119,13 @@ public static class ResilientStreams
                 await Task.Delay(TimeSpan.FromMilliseconds(250 * attempt), cancellationToken);
                 continue;
             }
+            catch when (items is not null)
+            {
+                // The caller left (or the stream failed) before the first item: the grain side must hear of it now, or
+                // the request keeps its queue place, then a batch slot, until it would have ended by itself.
+                await DisposeQuietlyAsync(items);
+                throw;
+            }
             int delivered = 0;
             try
             {
@@ -143,9 +150,15 @@ public static class ResilientStreams
         var first = items.MoveNextAsync().AsTask();
         if (stillServing is null)
             return await first;
-        while (await Task.WhenAny(first, Task.Delay(QueuedCheckEvery, cancellationToken)) != first)
+        while (await Task.WhenAny(first, Task.Delay(QueuedCheckEvery, cancellationToken)) != first) // a cancelled delay ends the wait too
         {
-            cancellationToken.ThrowIfCancellationRequested();
+            if (cancellationToken.IsCancellationRequested)
+            {
+                // Left while queued: the read under way ends with the cancellation the grain was sent; let it settle
+                // (briefly) so that the enumerator can be disposed, which is what gives the queue place back.
+                await ((Task)first).WaitAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                cancellationToken.ThrowIfCancellationRequested();
+            }
             if (!await stillServing(cancellationToken))
             {
                 // The abandoned read ends with Orleans' response timeout; nothing waits for it.

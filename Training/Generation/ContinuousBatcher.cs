@@ -75,6 +75,7 @@ public sealed class ContinuousBatcher : IDisposable
     private readonly Thread _loop;
     private readonly CancellationTokenSource _stopping = new();
     private int _queued;
+    private int _outstanding; // accepted requests whose caller is still there and that have not ended: what Slots + MaxQueue bounds
     private long _admitted;
     private long _generated;
     private int _consecutiveFailures;
@@ -142,12 +143,20 @@ public sealed class ContinuousBatcher : IDisposable
         SequenceRules.CheckInVocabulary(_model.Config, prompt, nameof(prompt));
         ObjectDisposedException.ThrowIf(_stopping.IsCancellationRequested, this);
 
-        if (Interlocked.Increment(ref _queued) > _options.MaxQueue)
+        // Room is counted over slots and queue together, and a request gives its place back the moment it ends or its
+        // caller leaves, not when the loop next gets to it: a caller who left, or whose last token it just read, must
+        // never make the next request look like one too many.
+        if (Interlocked.Increment(ref _outstanding) > _options.Slots + _options.MaxQueue)
         {
-            Interlocked.Decrement(ref _queued);
+            Interlocked.Decrement(ref _outstanding);
             throw new ServerBusyException(_options.MaxQueue, _options.RetryAfter);
         }
+        Interlocked.Increment(ref _queued);
         var request = new Request(prompt, new TokenSampler(settings, prompt));
+        // The moment the caller cancels (an Orleans cancel message, a closed HTTP connection), not when its stream is
+        // next read or disposed: the request leaves on the cancelling thread, before anything else that caller sends.
+        if (cancellationToken.CanBeCanceled)
+            request.Leaving = cancellationToken.UnsafeRegister(static state => { var (engine, r) = ((ContinuousBatcher, Request))state!; engine.Leave(r); }, (this, request));
         _incoming.Enqueue(request);
         _wake.Release();
         // Disposed between the check above and the enqueue (a hot swap retiring this engine): the loop may have
@@ -170,14 +179,24 @@ public sealed class ContinuousBatcher : IDisposable
         }
         finally
         {
-            // Finished, cancelled or abandoned by the consumer: either way the slot is no longer wanted. A request
-            // still waiting gives its queue place back now, not when a slot frees up to dequeue it: a client that
-            // went away must not make the next caller's request look like one too many.
-            request.Abandoned = true;
-            if (Interlocked.CompareExchange(ref request.QueueState, Request.LeftQueue, Request.Waiting) == Request.Waiting)
-                Interlocked.Decrement(ref _queued);
-            _wake.Release();
+            request.Leaving.Dispose();
+            Leave(request);
         }
+    }
+
+    /// <summary>
+    /// Finished, cancelled or abandoned by its consumer: either way the request's slot is no longer wanted. A request
+    /// still waiting gives its queue place back now, not when a slot frees up to dequeue it, and one running gives
+    /// its place back before the loop frees its slot: a caller who went away must not make the next caller's request
+    /// look like one too many. Idempotent.
+    /// </summary>
+    private void Leave(Request request)
+    {
+        request.Abandoned = true;
+        if (Interlocked.CompareExchange(ref request.QueueState, Request.LeftQueue, Request.Waiting) == Request.Waiting)
+            Interlocked.Decrement(ref _queued);
+        GiveBackPlace(request);
+        _wake.Release();
     }
 
     private void Loop()
@@ -405,19 +424,39 @@ public sealed class ContinuousBatcher : IDisposable
         request.Last = token;
         request.Generated++;
         var finish = SequenceRules.FinishAfter(token, request.Generated, request.Sampler.Settings.MaxNewTokens, _cache.Length(slot) >= _cache.Capacity);
+        if (finish is null)
+        {
+            request.Tokens.Writer.TryWrite(new StreamedToken(token, finish, Steps));
+            return;
+        }
+        // The last token: slot and place are free before the caller can read it (and send its next request).
+        Release(slot, request);
+        if (!request.Abandoned)
+            Volatile.Write(ref _consecutiveFailures, 0);
         request.Tokens.Writer.TryWrite(new StreamedToken(token, finish, Steps));
-        if (finish is not null)
-            Finish(slot, request, error: null);
+        request.Tokens.Writer.TryComplete();
     }
 
     private void Finish(int slot, Request request, Exception? error)
     {
         // Free the slot before completing the stream, so whoever sees the end also sees the slot free.
+        Release(slot, request);
+        request.Tokens.Writer.TryComplete(error);
+    }
+
+    private void Release(int slot, Request request)
+    {
         _slots[slot] = null;
         _cache.Release(slot);
-        if (error is null && !request.Abandoned)
-            Volatile.Write(ref _consecutiveFailures, 0); // a request served to its end: the model works
-        request.Tokens.Writer.TryComplete(error);
+        GiveBackPlace(request);
+    }
+
+    /// <summary>Counts a request out of Slots + MaxQueue, once, whoever gets there first: the engine ending it or its
+    /// caller leaving.</summary>
+    private void GiveBackPlace(Request request)
+    {
+        if (Interlocked.Exchange(ref request.PlaceGivenBack, 1) == 0)
+            Interlocked.Decrement(ref _outstanding);
     }
 
     /// <summary>Ends a request the model could not serve: its slot is cleared (it may hold NaN) and the failure counted.</summary>
@@ -463,6 +502,12 @@ public sealed class ContinuousBatcher : IDisposable
         public const int Waiting = 0, Dequeued = 1, LeftQueue = 2;
 
         public volatile bool Abandoned;
+
+        /// <summary>1 once the request no longer counts against Slots + MaxQueue.</summary>
+        public int PlaceGivenBack;
+
+        /// <summary>The caller's cancellation callback (<see cref="Leave"/>).</summary>
+        public CancellationTokenRegistration Leaving;
 
         /// <summary>Who counts this request out of the queue: the engine taking it (<see cref="Dequeued"/>) or its
         /// caller leaving first (<see cref="LeftQueue"/>); whichever changes it from <see cref="Waiting"/>.</summary>
