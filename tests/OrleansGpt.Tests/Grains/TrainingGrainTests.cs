@@ -47,6 +47,21 @@ public sealed class TrainingGrainTests(ClusterFixture fixture)
         Assert.Contains(versions, v => v.Version == published.Parent && v.Kind == "untrained");
         Assert.Equal([TrainingState.Cancelled, TrainingState.Succeeded], (await trainer.GetHistoryAsync()).Select(h => h.State));
 
+        // A cancel that arrives after the last step, while the final evaluation, save and plot run (which the trainer
+        // does not stop for), still means "do not publish".
+        await trainer.StartAsync(new FineTuneRequest(data, MaxSteps: 2, LearningRate: 1e-2, BlockSize: 32, BatchSize: 2));
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        while ((await trainer.GetStatusAsync()) is { State: TrainingState.Running } s && s.Step < 2)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the run did not reach its last step");
+            await Task.Delay(2);
+        }
+        await trainer.CancelAsync();
+        var late = await FinishedAsync(trainer);
+        Assert.True(late.State == TrainingState.Cancelled, $"{late.State}: {late.Message}");
+        Assert.Equal(done.Version, (await model.GetInfoAsync()).Version);
+        Assert.Equal(done.Version, await _grains.GetGrain<ICheckpointRegistryGrain>("tunable").GetActiveAsync());
+
         // GET /v1/models shows the whole lineage of what is served: the fine-tune, then the checkpoint it started from.
         var models = await fixture.Api.GetFromJsonAsync<JsonElement>("/v1/models");
         var replica = models.GetProperty("data").EnumerateArray().Single(m => m.GetProperty("id").GetString() == "tunable").GetProperty("replicas")[0];
