@@ -79,6 +79,51 @@ public sealed class ContinuousBatcherTests
     }
 
     [Fact]
+    public async Task ARequestRacingTheEnginesDisposalIsRefusedOrEndsButNeverHangs()
+    {
+        // A hot swap retires an engine while callers that looked it up a moment earlier are still queueing on it. Each
+        // such request must be refused at once or end (served, or failed with ObjectDisposedException, which the model
+        // grain answers by taking the new engine); none may wait forever on a loop that has finished.
+        using var model = TestModels.Random();
+        var settings = new SamplingSettings { MaxNewTokens = 2, Seed = 1 };
+        int refused = 0, ended = 0;
+        for (int round = 0; round < 200; round++)
+        {
+            var batcher = new ContinuousBatcher(model, s_options with { MaxQueue = 100_000 });
+            var streams = new List<IAsyncEnumerable<StreamedToken>>();
+            using var started = new ManualResetEventSlim();
+            var caller = Task.Run(() =>
+            {
+                started.Set();
+                while (true)
+                {
+                    try
+                    {
+                        streams.Add(batcher.GenerateAsync([1, 2], settings));
+                    }
+                    catch (ObjectDisposedException)
+                    {
+                        Interlocked.Increment(ref refused);
+                        return;
+                    }
+                }
+            });
+            started.Wait();
+            Thread.SpinWait(round * 50); // dispose at varying points of the caller's loop
+            batcher.Dispose();
+            await caller;
+            foreach (var stream in streams)
+            {
+                var reading = TestModels.CollectAsync(stream);
+                await Task.WhenAny(reading, Task.Delay(TimeSpan.FromSeconds(10)));
+                Assert.True(reading.IsCompleted, $"round {round}: a request queued on a disposed engine never ended");
+                Interlocked.Increment(ref ended);
+            }
+        }
+        Assert.Equal(200, refused);
+    }
+
+    [Fact]
     public async Task ARequestArrivingMidBatchStartsBeforeTheBatchDrains()
     {
         // The long request runs 480 steps (tens of milliseconds even here), so the short one arrives while it runs.
