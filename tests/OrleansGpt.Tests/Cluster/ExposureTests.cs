@@ -138,7 +138,7 @@ public sealed class ExposureTests
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(certificateAuthority: true, hasPathLengthConstraint: false, 0, critical: true));
         request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, critical: true));
         request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, critical: false));
-        return request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        return request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(2)); // outlives what it issues
     }
 
     /// <summary>A certificate for TLS client and server use issued by <paramref name="authority"/>, written as a .pfx (password "pw").</summary>
@@ -147,7 +147,9 @@ public sealed class ExposureTests
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = Leaf(name, key);
         request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(authority, includeKeyIdentifier: true, includeIssuerAndSerial: false));
-        using var issued = request.Create(authority, DateTimeOffset.UtcNow.AddHours(-1), DateTimeOffset.UtcNow.AddDays(1), RandomNumberGenerator.GetBytes(8));
+        var serial = RandomNumberGenerator.GetBytes(8);
+        serial[0] = (byte)((serial[0] & 0x7F) | 0x01); // positive, with no leading zero byte, as X.509 serials must be
+        using var issued = request.Create(authority, DateTimeOffset.UtcNow.AddHours(-1), DateTimeOffset.UtcNow.AddDays(1), serial);
         using var withKey = issued.CopyWithPrivateKey(key);
         File.WriteAllBytes(path, withKey.Export(X509ContentType.Pfx, "pw"));
         return path;
