@@ -20,5 +20,7 @@ public interface ISessionGrain : IGrainWithStringKey
     /// text, version, finish reason on the last) and records it in the history once complete. A replica lost before
     /// the first chunk is replaced; one lost later ends the stream with <see cref="GenerationInterruptedException"/>
     /// and records nothing.</summary>
-    IAsyncEnumerable<GeneratedChunk> WriteAbstractAsync(string title, CancellationToken cancellationToken = default);
+    /// <param name="seed">This abstract's seed instead of the session's setting (to write an abstract of the history
+    /// again: the same title, category, model version and seed give the same text).</param>
+    IAsyncEnumerable<GeneratedChunk> WriteAbstractAsync(string title, long? seed = null, CancellationToken cancellationToken = default);
 }

@@ -53,12 +53,13 @@ public sealed class SessionGrain(
     public ValueTask<IReadOnlyList<HistoryEntry>> GetHistoryAsync(CancellationToken cancellationToken = default) =>
         ValueTask.FromResult<IReadOnlyList<HistoryEntry>>([.. state.State.History]);
 
-    public async IAsyncEnumerable<GeneratedChunk> WriteAbstractAsync(string title, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public async IAsyncEnumerable<GeneratedChunk> WriteAbstractAsync(string title, long? seed = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var settings = Settings;
         // A session records the seed of every abstract, so any of them can be reproduced.
-        long seed = settings.Sampling.Seed ?? Random.Shared.NextInt64(0, long.MaxValue);
-        var request = new AbstractRequest(settings.Category, title, settings.ModelSize, settings.Sampling with { Seed = seed });
+        // Random seeds stay below 2^53 so that every client, JavaScript's numbers included, carries them exactly.
+        long used = seed ?? settings.Sampling.Seed ?? Random.Shared.NextInt64(0, 1L << 53);
+        var request = new AbstractRequest(settings.Category, title, settings.ModelSize, settings.Sampling with { Seed = used });
         var text = new StringBuilder();
         string version = "";
         await foreach (var chunk in grains.WriteAbstractAsync(request, cancellationToken))
@@ -67,7 +68,7 @@ public sealed class SessionGrain(
             version = chunk.Version;
             yield return chunk;
         }
-        state.State.History.Add(new HistoryEntry(settings.Category, PaperFormat.NormalizeWhitespace(title), text.ToString().Trim(), seed, DateTimeOffset.UtcNow, version));
+        state.State.History.Add(new HistoryEntry(settings.Category, PaperFormat.NormalizeWhitespace(title), text.ToString().Trim(), used, DateTimeOffset.UtcNow, version));
         if (state.State.History.Count > HistoryLimit)
             state.State.History.RemoveRange(0, state.State.History.Count - HistoryLimit);
         await state.WriteStateAsync(CancellationToken.None);

@@ -13,6 +13,9 @@ public static class GrainStorage
     /// <summary>Checkpoint registry grains: the versions of each size and which one is active.</summary>
     public const string Checkpoints = "checkpoints";
 
+    /// <summary>Evaluation grains: human judgements of real against generated abstracts.</summary>
+    public const string Evaluations = "evaluations";
+
     /// <summary>Every storage above.</summary>
-    public static IReadOnlyList<string> All { get; } = [Sessions, Training, Checkpoints];
+    public static IReadOnlyList<string> All { get; } = [Sessions, Training, Checkpoints, Evaluations];
 }

@@ -30,6 +30,7 @@ catch (Exception e) when (e is ArgumentException or InvalidOperationException)
     return 2;
 }
 var app = builder.Build();
+app.MapOrleansGptPages();
 app.MapOrleansGptApi();
 app.MapOperatorDashboard("/dashboard");
 app.Run();

@@ -74,6 +74,7 @@ public static class OpenAiApi
             }, Json);
         });
         app.MapSessionApi();
+        app.MapEvaluationApi();
         app.MapOperatorApi();
         app.MapGet("/healthz", Health);
         return endpoints;
@@ -203,6 +204,7 @@ public static class OpenAiApi
         if (request is null) return;
         if (string.IsNullOrWhiteSpace(request.Title)) { await Error(http, 400, "title is required", "title"); return; }
         if (Gpt2Tokenizer.UnpairedSurrogate(request.Title) is int at) { await Error(http, 400, NotUnicodeMessage("title", at), "title"); return; }
+        if (request.Seed is not null && request.Session is not { Length: > 0 }) { await Error(http, 400, "seed at the top level goes with a session; without one, send settings.seed", "seed"); return; }
         if (request.Session is { Length: > 0 } named && (request.Settings is not null || request.Category is not null || request.Model is not null))
         {
             // A session's abstracts use the session's settings; silently ignoring these would mislead the caller.
@@ -218,7 +220,7 @@ public static class OpenAiApi
             {
                 var grain = grains.GetGrain<ISessionGrain>(session);
                 model = (await grain.GetSettingsAsync(http.RequestAborted)).ModelSize;
-                pieces = grain.WriteAbstractAsync(request.Title, http.RequestAborted);
+                pieces = grain.WriteAbstractAsync(request.Title, request.Seed, http.RequestAborted);
             }
             else
             {
@@ -248,7 +250,7 @@ public static class OpenAiApi
             finish = chunk.FinishReason ?? finish;
             tokens += chunk.Tokens.Length;
             if (request.Stream == true && (chunk.Text.Length > 0 || chunk.FinishReason is not null))
-                await Event(http, new { text = chunk.Text, finish_reason = chunk.FinishReason, version = chunk.Version });
+                await Event(http, new { text = chunk.Text, finish_reason = chunk.FinishReason, version = chunk.Version, tokens = chunk.Tokens.Length });
             else
                 text.Append(chunk.Text);
             return true;
@@ -468,6 +470,8 @@ public sealed record Choice(string Text, int Index, object? Logprobs, string? Fi
 
 public sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens);
 
-public sealed record AbstractsRequest(string? Category, string? Title, string? Model, AbstractSettings? Settings, bool? Stream, string? Session);
+/// <param name="Seed">With a session only: this abstract's seed instead of the session's (to write one of its history
+/// again); without a session the seed is settings.seed.</param>
+public sealed record AbstractsRequest(string? Category, string? Title, string? Model, AbstractSettings? Settings, bool? Stream, string? Session, long? Seed = null);
 
 public sealed record AbstractSettings(double? TopP, int? TopK, double? Temperature, int? MaxTokens, long? Seed);

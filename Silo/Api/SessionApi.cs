@@ -25,8 +25,22 @@ public static class SessionApi
         app.MapPatch("/v1/sessions/{id}", async (string id, HttpContext http, IGrainFactory grains) =>
         {
             if (!await ValidIdAsync(http, id)) return;
-            var patch = await ReadAsync<SessionPatch>(http);
-            if (patch is null) return;
+            using var document = await ReadAsync<System.Text.Json.JsonDocument>(http);
+            if (document is null) return;
+            SessionPatch? patch;
+            try
+            {
+                patch = System.Text.Json.JsonSerializer.Deserialize<SessionPatch>(document.RootElement, Json);
+            }
+            catch (System.Text.Json.JsonException e)
+            {
+                await Error(http, 400, $"The request body is not valid JSON for this endpoint: {e.Message}", e.Path is { Length: > 2 } path ? path[2..] : null);
+                return;
+            }
+            if (patch is null) { await Error(http, 400, "The request body must be a JSON object", null); return; }
+            // "seed": null (not just a missing seed) goes back to a new random seed for every abstract.
+            bool randomSeed = document.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object
+                && document.RootElement.TryGetProperty("seed", out var seedValue) && seedValue.ValueKind == System.Text.Json.JsonValueKind.Null;
             var session = grains.GetGrain<ISessionGrain>(id);
             var current = await session.GetSettingsAsync(http.RequestAborted);
             var s = current.Sampling;
@@ -36,7 +50,7 @@ public static class SessionApi
                 TopK = patch.TopK ?? s.TopK,
                 Temperature = patch.Temperature ?? s.Temperature,
                 MaxTokens = patch.MaxTokens ?? s.MaxTokens,
-                Seed = patch.Seed ?? s.Seed,
+                Seed = randomSeed ? null : patch.Seed ?? s.Seed,
             });
             SessionSettings updated;
             try

@@ -130,6 +130,7 @@ public sealed partial class DeployFilesTests
             ["ModelHost__Retention"] = typeof(RetentionOptions),
             ["Operator"] = typeof(OperatorOptions),
             ["Api"] = typeof(ApiOptions),
+            ["Evaluation"] = typeof(EvaluationOptions),
         };
         foreach (string name in names.Where(n => n.Contains("__", StringComparison.Ordinal)))
         {

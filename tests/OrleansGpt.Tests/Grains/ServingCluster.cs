@@ -44,7 +44,7 @@ public sealed class ServingCluster : IAsyncDisposable
     /// description), saved as "untrained" before the silos start (they serve the sizes present at start);
     /// <paramref name="alter"/> may change a model's weights before it is saved.</summary>
     public static async Task<ServingCluster> StartAsync((string Size, GptConfig Config, long Seed, string Description)[] models,
-        Action<int, ModelHostOptions> configure, int silos = 1, Action<string, Gpt>? alter = null)
+        Action<int, ModelHostOptions> configure, int silos = 1, Action<string, Gpt>? alter = null, Action<EvaluationOptions>? evaluation = null)
     {
         var directory = TestModels.TempDir();
         foreach (var (size, config, seed, description) in models)
@@ -60,6 +60,8 @@ public sealed class ServingCluster : IAsyncDisposable
         {
             int index = Interlocked.Increment(ref started) - 1;
             silo.AddOrleansGptStorage(new ClusterSettings());
+            if (evaluation is not null)
+                silo.Services.Configure(evaluation);
             silo.AddOrleansGptServing(o =>
             {
                 o.CheckpointDirectory = checkpoints;
@@ -77,6 +79,7 @@ public sealed class ServingCluster : IAsyncDisposable
         web.Services.AddOrleansGptApi();
         web.Services.AddSingleton(cluster.Silos[0].ServiceProvider.GetRequiredService<ModelHost>());
         var api = web.Build();
+        api.MapOrleansGptPages();
         api.MapOrleansGptApi();
         await api.StartAsync();
         return new ServingCluster(cluster, api, directory);
