@@ -12,7 +12,8 @@ public sealed record SamplingOptions(
     [property: Id(1)] int TopK = 0,
     [property: Id(2)] double Temperature = 1.0,
     [property: Id(3)] int MaxTokens = 256,
-    [property: Id(4)] long? Seed = null);
+    [property: Id(4)] long? Seed = null,
+    [property: Id(5)] IReadOnlyDictionary<int, double>? LogitBias = null);
 
 /// <summary>A generation request for a model grain: GPT-2 token ids and sampling options.</summary>
 [GenerateSerializer, Immutable]

@@ -129,5 +129,6 @@ public sealed class ModelGrain(ModelHost host) : Grain, IModelGrain
         Temperature = o.Temperature,
         MaxNewTokens = o.MaxTokens,
         Seed = o.Seed,
+        LogitBias = o.LogitBias,
     }.Validate();
 }

@@ -57,8 +57,7 @@ public static class EvaluationApi
         }
         catch (ArgumentException e)
         {
-            var named = System.Text.RegularExpressions.Regex.Match(e.Message, @"\(Parameter '(\w+)'\)$");
-            await Error(http, 400, e.Message.Split(" (Parameter ")[0], e.ParamName ?? (named.Success ? named.Groups[1].Value : null));
+            await Error(http, 400, e.Message.Split(" (Parameter ")[0], ParamName(e));
         }
         catch (InvalidOperationException e)
         {

@@ -9,7 +9,7 @@ namespace OrleansGpt.Silo.Api;
 /// <summary>The HTTP API: OpenAI-compatible completions, abstracts, models and health.</summary>
 /// <remarks>
 /// Compatible with OpenAI's legacy Completions API (POST /v1/completions): model, prompt, max_tokens (default
-/// 16), temperature, top_p, seed, stop, n = 1, stream as Server-Sent Events in OpenAI's chunk format ending
+/// 16), temperature, top_p, seed, stop, logit_bias, n = 1, stream as Server-Sent Events in OpenAI's chunk format ending
 /// with "data: [DONE]", usage counts and OpenAI's error body, so existing OpenAI clients work against it.
 /// "model" names a checkpoint size (tiny, small, ...); each request goes to the size's least-loaded replica, as
 /// the router grain picks it.
@@ -27,7 +27,7 @@ public static class OpenAiApi
     private static readonly Dictionary<string, string> s_parameterNames = new(StringComparer.Ordinal)
     {
         ["TopP"] = "top_p", ["TopK"] = "top_k", ["Temperature"] = "temperature", ["MaxNewTokens"] = "max_tokens",
-        ["RepetitionPenalty"] = "repetition_penalty", ["prompt"] = "prompt", ["title"] = "title", ["text"] = "category",
+        ["RepetitionPenalty"] = "repetition_penalty", ["LogitBias"] = "logit_bias", ["prompt"] = "prompt", ["title"] = "title", ["text"] = "category",
     };
 
     public static IEndpointRouteBuilder MapOrleansGptApi(this IEndpointRouteBuilder endpoints)
@@ -137,7 +137,8 @@ public static class OpenAiApi
         string[]? stops = ReadStops(request.Stop);
         if (stops is null) { await Error(http, 400, "stop must be a string or an array of up to 4 non-empty strings", "stop"); return; }
 
-        var sampling = new SamplingOptions(request.TopP ?? 1.0, request.TopK ?? 0, request.Temperature ?? 1.0, request.MaxTokens ?? 16, request.Seed);
+        if (ReadLogitBias(request.LogitBias) is not { } bias) { await Error(http, 400, "logit_bias maps token ids (as strings, e.g. \"50256\") to biases from -100 to 100", "logit_bias"); return; }
+        var sampling = new SamplingOptions(request.TopP ?? 1.0, request.TopK ?? 0, request.Temperature ?? 1.0, request.MaxTokens ?? 16, request.Seed, bias.Count == 0 ? null : bias);
         try
         {
             ModelGrain.ToSettings(sampling); // validated at the edge, where the error can name the parameter
@@ -342,6 +343,20 @@ public static class OpenAiApi
         return null;
     }
 
+    /// <summary>OpenAI's logit_bias, {"token id": bias}, as ids to biases; null when a key is not a token id of this
+    /// vocabulary or a value is not a number (the range of values is checked with the other settings).</summary>
+    private static Dictionary<int, double>? ReadLogitBias(Dictionary<string, double>? bias)
+    {
+        var parsed = new Dictionary<int, double>();
+        foreach (var (key, value) in bias ?? [])
+        {
+            if (!int.TryParse(key, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) || id >= Gpt2Tokenizer.VocabSize)
+                return null;
+            parsed[id] = value;
+        }
+        return parsed;
+    }
+
     private static string[]? ReadStops(JsonElement? stop)
     {
         if (stop is not { } s || s.ValueKind == JsonValueKind.Null) return [];
@@ -398,7 +413,17 @@ public static class OpenAiApi
     {
         if (a.Message.StartsWith("max_tokens", StringComparison.Ordinal))
             return "max_tokens";
-        return a.ParamName is { } name ? s_parameterNames.GetValueOrDefault(name, name) : null;
+        return ParamName(a) is { } name ? s_parameterNames.GetValueOrDefault(name, name) : null;
+    }
+
+    /// <summary>An ArgumentException's parameter name. Orleans does not carry ParamName across a grain call, but the
+    /// message still ends "(Parameter 'name')", so the name is read back from there.</summary>
+    internal static string? ParamName(ArgumentException a)
+    {
+        if (a.ParamName is { } name)
+            return name;
+        var named = System.Text.RegularExpressions.Regex.Match(a.Message, @"\(Parameter '(\w+)'\)");
+        return named.Success ? named.Groups[1].Value : null;
     }
 
     /// <summary>The first string in <paramref name="value"/> (a string or an array of them) that is not valid Unicode.</summary>
@@ -458,7 +483,7 @@ public static class OpenAiApi
 
 public sealed record CompletionRequest(
     string? Model, JsonElement? Prompt, int? MaxTokens, double? Temperature, double? TopP, int? TopK, long? Seed,
-    JsonElement? Stop, int? N, bool? Stream, StreamOptions? StreamOptions, string? User);
+    JsonElement? Stop, int? N, bool? Stream, StreamOptions? StreamOptions, string? User, Dictionary<string, double>? LogitBias = null);
 
 public sealed record StreamOptions(bool? IncludeUsage);
 

@@ -191,9 +191,7 @@ public static class OperatorApi
         }
         catch (ArgumentException e)
         {
-            // The parameter name does not survive the trip from a grain; its message still ends "(Parameter 'Name')".
-            var named = System.Text.RegularExpressions.Regex.Match(e.Message, @"\(Parameter '(\w+)'\)$");
-            string? name = e.ParamName ?? (named.Success ? named.Groups[1].Value : null);
+            string? name = ParamName(e);
             await Error(http, 400, e.Message.Split(" (Parameter ")[0], name is null ? null : System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(name));
         }
         catch (InvalidOperationException e)

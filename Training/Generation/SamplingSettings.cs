@@ -27,6 +27,13 @@ public sealed record SamplingSettings
     /// reproduced).</summary>
     public long? Seed { get; init; }
 
+    /// <summary>OpenAI's logit_bias: added to a token's logit before anything else; -100 bans the token, +100 all but
+    /// forces it. Null or empty: none.</summary>
+    public IReadOnlyDictionary<int, double>? LogitBias { get; init; }
+
+    /// <summary>Most entries a logit_bias may have (OpenAI's limit).</summary>
+    public const int MaxLogitBiasEntries = 300;
+
     /// <summary>The smallest non-zero temperature accepted.</summary>
     public const double MinTemperature = 0.01;
 
@@ -51,6 +58,15 @@ public sealed record SamplingSettings
             throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, "repetition_penalty must be > 0 (1 = off)");
         if (MaxNewTokens <= 0)
             throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens, "max_tokens must be > 0");
+        if (LogitBias is { Count: > MaxLogitBiasEntries })
+            throw new ArgumentOutOfRangeException(nameof(LogitBias), LogitBias.Count, $"logit_bias may have at most {MaxLogitBiasEntries} entries");
+        foreach (var (token, bias) in LogitBias ?? new Dictionary<int, double>())
+        {
+            if (token < 0)
+                throw new ArgumentOutOfRangeException(nameof(LogitBias), token, $"logit_bias key {token} is not a token id");
+            if (!(bias is >= -100 and <= 100))
+                throw new ArgumentOutOfRangeException(nameof(LogitBias), bias, $"logit_bias value {bias} for token {token} must be between -100 and 100");
+        }
         return this;
     }
 }

@@ -103,6 +103,10 @@ public sealed class TokenSampler
         if (float.IsNaN(TensorPrimitives.Max(x)))
             for (int i = 0; i < v; i++)
                 if (float.IsNaN(x[i])) x[i] = float.NegativeInfinity;
+        if (settings.LogitBias is { Count: > 0 } bias)
+            foreach (var (id, value) in bias)
+                if ((uint)id < (uint)v)
+                    x[id] = value <= -100 ? float.NegativeInfinity : x[id] + (float)value; // -100 is a ban, as OpenAI defines it
 
         if (settings.RepetitionPenalty != 1.0 && seen is not null)
         {

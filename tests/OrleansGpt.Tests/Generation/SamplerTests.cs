@@ -17,6 +17,25 @@ public sealed class SamplerTests
     }
 
     [Fact]
+    public void LogitBiasBansWithMinus100AndShiftsOtherwise()
+    {
+        // The paper's example with token 0 banned: the rest renormalise to 0.6, 0.3, 0.06, 0.04, and top-p 0.95 keeps 1, 2 and 3.
+        var banned = new SamplingSettings { TopP = 0.95, LogitBias = new Dictionary<int, double> { [0] = -100 } };
+        var (probs, ids) = TokenSampler.Candidates(s_paperExample, banned);
+        Assert.DoesNotContain(0, ids);
+        Assert.Equal([1, 2, 3], ids);
+        Assert.Equal(0.3 / 0.48, probs[0], 3);
+        // Greedy follows the bias too; a bias that is not a ban only shifts the logit.
+        Assert.Equal(1, new TokenSampler(SamplingSettings.Greedy with { LogitBias = banned.LogitBias }).Next(s_paperExample));
+        var nudged = new Dictionary<int, double> { [4] = Math.Log(0.5 / 0.02) + 0.01 };
+        Assert.Equal(4, new TokenSampler(SamplingSettings.Greedy with { LogitBias = nudged }).Next(s_paperExample));
+        Assert.Equal(0, new TokenSampler(SamplingSettings.Greedy with { LogitBias = new Dictionary<int, double> { [4] = Math.Log(0.5 / 0.02) - 0.01 } }).Next(s_paperExample));
+        // Out of range: refused with the setting's name.
+        Assert.Equal("LogitBias", Assert.Throws<ArgumentOutOfRangeException>(() => new SamplingSettings { LogitBias = new Dictionary<int, double> { [1] = 101 } }.Validate()).ParamName);
+        Assert.Equal("LogitBias", Assert.Throws<ArgumentOutOfRangeException>(() => new SamplingSettings { LogitBias = new Dictionary<int, double> { [-1] = 1 } }.Validate()).ParamName);
+    }
+
+    [Fact]
     public void TopPOfOneKeepsEveryToken()
     {
         var (probs, ids) = TokenSampler.Candidates(s_paperExample, new SamplingSettings { TopP = 1 });

@@ -85,6 +85,59 @@ public sealed class ApiEdgeTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task LogitBiasBansAndForcesTokensAsOpenAIDefinesIt()
+    {
+        async Task<int[]> Tokens(object body)
+        {
+            var response = await _http.PostAsJsonAsync("/v1/completions", body);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            string text = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("choices")[0].GetProperty("text").GetString()!;
+            return Training.Text.Gpt2Tokenizer.Shared.Encode(text);
+        }
+        int[] prompt = [464, 3290, 286];
+        int greedyFirst = (await Tokens(new { model = "tiny", prompt, max_tokens = 1, temperature = 0 }))[0];
+        int[] banned = await Tokens(new { model = "tiny", prompt, max_tokens = 1, temperature = 0, logit_bias = new Dictionary<string, int> { [greedyFirst.ToString()] = -100 } });
+        Assert.NotEqual(greedyFirst, banned[0]);
+        // +100 on one token makes it (all but) certain, even when sampling at temperature 1.
+        int[] forced = await Tokens(new { model = "tiny", prompt, max_tokens = 5, seed = 3, logit_bias = new Dictionary<string, int> { ["1212"] = 100 } });
+        Assert.All(forced, t => Assert.Equal(1212, t));
+
+        foreach (var bad in new object[] { new Dictionary<string, int> { ["abc"] = 1 }, new Dictionary<string, int> { ["99999"] = 1 }, new Dictionary<string, int> { ["5"] = 101 } })
+        {
+            var refused = await _http.PostAsJsonAsync("/v1/completions", new { model = "tiny", prompt, max_tokens = 1, logit_bias = bad });
+            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+            Assert.Equal("logit_bias", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetProperty("param").GetString());
+        }
+    }
+
+    [Fact]
+    public async Task ATitleOverThePromptLimitIsRefusedNamingTheLimit()
+    {
+        // 60 ordinary words: short enough in bytes to be tokenised, too many tokens for the 48-token prompt limit.
+        string title = string.Join(" ", Enumerable.Range(0, 60).Select(i => "word"));
+        foreach (var body in new object[] { new { category = "CL", title, model = "tiny" }, new { category = "CL", title = "  ", model = "tiny" } })
+        {
+            var refused = await _http.PostAsJsonAsync("/v1/abstracts", body);
+            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+            var error = (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+            Assert.Equal("title", error.GetProperty("param").GetString());
+        }
+        var tooLong = await _http.PostAsJsonAsync("/v1/abstracts", new { category = "CL", title, model = "tiny" });
+        Assert.Contains("48", (await tooLong.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public async Task AbstractsBanTheSeparatorAfterThePrompt()
+    {
+        var plan = await fixture.Grains.GetGrain<IAbstractWriterGrain>(0).PrepareAsync(new AbstractRequest("CL", "Separators", "tiny", new SamplingOptions()));
+        Assert.Equal(-100, plan.Request.Sampling.LogitBias![Training.Text.Gpt2Tokenizer.Separator]);
+        // A caller that says something about <|sep|> itself decides.
+        var own = new SamplingOptions(LogitBias: new Dictionary<int, double> { [Training.Text.Gpt2Tokenizer.Separator] = 5 });
+        var planned = await fixture.Grains.GetGrain<IAbstractWriterGrain>(0).PrepareAsync(new AbstractRequest("CL", "Separators", "tiny", own));
+        Assert.Equal(5, planned.Request.Sampling.LogitBias![Training.Text.Gpt2Tokenizer.Separator]);
+    }
+
+    [Fact]
     public async Task TheMaxTokensLimitNamesMaxTokens()
     {
         var refused = await _http.PostAsJsonAsync("/v1/abstracts", new { category = "CL", title = "Limits", settings = new { max_tokens = 10_000 } });
