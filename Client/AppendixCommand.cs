@@ -22,7 +22,7 @@ public static class AppendixCommand
             throw new ArgumentException($"No silo serves the '{model}' model");
         var info = await cluster.GetGrain<IModelGrain>(replicas[0].Key).GetInfoAsync();
 
-        var abstracts = new string[titles.Count];
+        var abstracts = new (string Text, string? Finish, string Version)[titles.Count];
         int next = -1, done = 0;
         await Task.WhenAll(Enumerable.Range(0, Math.Min(concurrency, titles.Count)).Select(async _ =>
         {
@@ -44,29 +44,50 @@ public static class AppendixCommand
         for (int i = 0; i < titles.Count; i++)
         {
             text.AppendLine(CultureInfo.InvariantCulture, $"## [{titles[i].Category}] {titles[i].Title}").AppendLine();
-            text.AppendLine(abstracts[i].Trim()).AppendLine();
+            text.AppendLine(abstracts[i].Text.Trim()).AppendLine();
             text.AppendLine(CultureInfo.InvariantCulture, $"*seed {seed + i + 1}*").AppendLine();
         }
-        // Written whole or not at all: a temporary file beside the output, then a rename.
+        // The same samples as JSONL beside it, one per line with how each ended and which version wrote it: what
+        // `Training -- quality --samples` reads.
+        var jsonl = new StringBuilder();
+        for (int i = 0; i < titles.Count; i++)
+            jsonl.AppendLine(System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, object?>
+            {
+                ["source"] = $"{model} {abstracts[i].Version}", ["category"] = titles[i].Category, ["title"] = titles[i].Title,
+                ["text"] = abstracts[i].Text.Trim(), ["finish_reason"] = abstracts[i].Finish, ["seed"] = seed + i + 1,
+            }));
         string full = Path.GetFullPath(outputPath);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        string temporary = $"{full}.tmp-{Guid.NewGuid():N}";
-        await File.WriteAllTextAsync(temporary, text.ToString());
-        File.Move(temporary, full, overwrite: true);
-        log.WriteLine($"wrote {titles.Count} abstracts to {full}");
+        await WriteWholeAsync(full, text.ToString());
+        await WriteWholeAsync(Path.ChangeExtension(full, ".jsonl"), jsonl.ToString());
+        log.WriteLine($"wrote {titles.Count} abstracts to {full} (and {Path.ChangeExtension(full, ".jsonl")})");
         return 0;
     }
 
-    private static async Task<string> WriteOnceAsync(IGrainFactory grains, AbstractRequest request, int line, string path)
+    /// <summary>Written whole or not at all: a temporary file beside the output, then a rename.</summary>
+    private static async Task WriteWholeAsync(string path, string content)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        string temporary = $"{path}.tmp-{Guid.NewGuid():N}";
+        await File.WriteAllTextAsync(temporary, content);
+        File.Move(temporary, path, overwrite: true);
+    }
+
+    private static async Task<(string Text, string? Finish, string Version)> WriteOnceAsync(IGrainFactory grains, AbstractRequest request, int line, string path)
     {
         while (true)
         {
             try
             {
                 var text = new StringBuilder();
+                string? finish = null;
+                string version = "";
                 await foreach (var chunk in grains.WriteAbstractAsync(request))
+                {
                     text.Append(chunk.Text);
-                return text.ToString();
+                    finish = chunk.FinishReason ?? finish;
+                    version = chunk.Version;
+                }
+                return (text.ToString(), finish, version);
             }
             catch (ModelBusyException busy)
             {

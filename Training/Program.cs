@@ -7,5 +7,6 @@ DataCommands.AddTo(root);
 TrainCommands.AddTo(root);
 SweepCommand.AddTo(root);
 ModelCommands.AddTo(root);
+QualityCommand.AddTo(root);
 BenchCommands.AddTo(root);
 return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -49,6 +49,22 @@ public static partial class PaperFormat
     /// <summary>Collapses runs of whitespace (arXiv titles and abstracts carry line breaks) into single spaces.</summary>
     public static string NormalizeWhitespace(string text) => Whitespace().Replace(text, " ").Trim();
 
+    /// <summary>The title and abstract of one prepared example, <c>&lt;|CAT|&gt; Title &lt;|sep|&gt; Abstract &lt;|endoftext|&gt;</c>
+    /// as token ids (the inverse of <see cref="EncodeExample"/>, whitespace aside).</summary>
+    public static (string Title, string Abstract) DecodeExample(ReadOnlySpan<ushort> example, ArxivCategory category)
+    {
+        int[] tokens = new int[example.Length];
+        for (int i = 0; i < tokens.Length; i++) tokens[i] = example[i];
+        int sep = Array.IndexOf(tokens, Gpt2Tokenizer.Separator);
+        int end = Array.IndexOf(tokens, Gpt2Tokenizer.EndOfText);
+        if (sep < 0)
+            throw new InvalidDataException("A prepared example has no <|sep|> between title and abstract");
+        string prompt = Gpt2Tokenizer.Shared.Decode(tokens[..sep]);
+        string tag = Tag(category);
+        string title = (prompt.StartsWith(tag, StringComparison.Ordinal) ? prompt[tag.Length..] : prompt).Trim();
+        return (title, Gpt2Tokenizer.Shared.Decode(tokens[(sep + 1)..(end < 0 ? tokens.Length : end)]).Trim());
+    }
+
     /// <summary>The generation prompt <c>&lt;|CAT|&gt; Title &lt;|sep|&gt;</c>.</summary>
     /// <param name="maxTokens">When given, a title too long to fit is refused before it is tokenised.</param>
     public static int[] EncodePrompt(Gpt2Tokenizer tokenizer, ArxivCategory category, string title, int? maxTokens = null)

@@ -1,0 +1,160 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using OrleansGpt.Training.IO;
+
+namespace OrleansGpt.Training.Quality;
+
+/// <summary>One row of the quality table: the measures of one source's abstracts.</summary>
+/// <param name="EndedByItself">Share that ended with &lt;|endoftext|&gt; rather than at the token limit; null when the
+/// samples do not say.</param>
+/// <param name="FoundIn4Grams">Share of the source's word 4-grams that occur in some training abstract (8-grams alike).</param>
+/// <param name="LongestCopied">Longest run of words, over all the source's abstracts, whose every 8-gram occurs in training
+/// abstracts: a lower bound on verbatim copying (0 when no 8-gram matches).</param>
+/// <param name="CategoryAgreement">How often a classifier trained on the training split gives the requested category.</param>
+/// <param name="Topicality">Mean share of the title's content words that the abstract uses.</param>
+public sealed record QualityRow(
+    string Source, int Samples, double Distinct1, double Distinct2, double Distinct3, double SelfBleu4, double Zipf, double RepetitionRate,
+    double MeanWords, double StdWords, double? EndedByItself, double FoundIn4Grams, double FoundIn8Grams, int LongestCopied,
+    double CategoryAgreement, double Topicality);
+
+/// <summary>
+/// `Training -- quality`: the numbers the paper did not compute, for generated abstracts against real ones (the first
+/// eval papers of a prepared data set) as the reference row: diversity (distinct-n, self-BLEU-4), Zipf coefficient and
+/// repetition (Holtzman et al. 2019), length, how many ended by themselves, novelty against the training abstracts
+/// (n-gram overlap, longest copied span), category accuracy by an ML.NET text classifier trained on the training split,
+/// and topicality (title words the abstract uses).
+/// </summary>
+public static class QualityReport
+{
+    /// <summary>Builds the rows: "real" (eval papers) first, then each source of <paramref name="generated"/> in order.</summary>
+    public static IReadOnlyList<QualityRow> Build(IReadOnlyList<Sample> generated, string dataDirectory, TextWriter log,
+        int referencePapers = 1000, int classifierPapers = 20000, int seed = 1)
+    {
+        var real = Samples.ReadSplit(dataDirectory, "eval", referencePapers);
+        var training = Samples.ReadSplit(dataDirectory, "train");
+        log.WriteLine($"reference: {real.Count:N0} eval papers; training abstracts for novelty: {training.Count:N0}");
+        var (grams4, grams8) = (new HashSet<ulong>(), new HashSet<ulong>());
+        foreach (var words in training.Select(s => TextMeasures.Words(s.Text)))
+            for (int i = 0; i + 4 <= words.Length; i++)
+            {
+                grams4.Add(TextMeasures.NGramHash(words, i, 4));
+                if (i + 8 <= words.Length)
+                    grams8.Add(TextMeasures.NGramHash(words, i, 8));
+            }
+        var classifier = CategoryClassifier.Train(training, classifierPapers, seed, log);
+        return [.. new[] { ("real", real) }.Concat(generated.GroupBy(s => s.Source).Select(g => (g.Key, (IReadOnlyList<Sample>)[.. g])))
+            .Select(group => Row(group.Item1, group.Item2, grams4, grams8, classifier))];
+    }
+
+    private static QualityRow Row(string source, IReadOnlyList<Sample> samples, HashSet<ulong> grams4, HashSet<ulong> grams8, CategoryClassifier classifier)
+    {
+        var words = samples.Select(s => TextMeasures.Words(s.Text)).ToList();
+        double mean = words.Average(w => (double)w.Length);
+        double std = Math.Sqrt(words.Average(w => (w.Length - mean) * (w.Length - mean)));
+        var (found4, total4, found8, total8, longest) = (0L, 0L, 0L, 0L, 0);
+        foreach (var w in words)
+        {
+            int run = 0;
+            for (int i = 0; i + 4 <= w.Length; i++)
+            {
+                total4++;
+                if (grams4.Contains(TextMeasures.NGramHash(w, i, 4))) found4++;
+                if (i + 8 > w.Length) continue;
+                total8++;
+                if (grams8.Contains(TextMeasures.NGramHash(w, i, 8)))
+                {
+                    found8++;
+                    run++;
+                    longest = Math.Max(longest, run + 7);
+                }
+                else
+                {
+                    run = 0;
+                }
+            }
+        }
+        var predicted = classifier.Predict(samples.Select(s => s.Text));
+        double agreement = samples.Zip(predicted).Count(p => p.First.Category.ToString() == p.Second) / (double)samples.Count;
+        double topicality = samples.Average(s =>
+        {
+            var title = TextMeasures.ContentWords(s.Title);
+            return title.Count == 0 ? 0 : title.Count(TextMeasures.ContentWords(s.Text).Contains) / (double)title.Count;
+        });
+        double? ended = samples.All(s => s.EndedByItself is not null) ? samples.Count(s => s.EndedByItself == true) / (double)samples.Count : null;
+        return new QualityRow(source, samples.Count, TextMeasures.Distinct(words, 1), TextMeasures.Distinct(words, 2), TextMeasures.Distinct(words, 3),
+            TextMeasures.SelfBleu4(words), TextMeasures.Zipf(words), TextMeasures.RepetitionRate(words), mean, std, ended,
+            total4 == 0 ? 0 : (double)found4 / total4, total8 == 0 ? 0 : (double)found8 / total8, longest, agreement, topicality);
+    }
+
+    /// <summary>Writes quality.md and quality.json to <paramref name="directory"/>, each in one rename.</summary>
+    public static void Write(IReadOnlyList<QualityRow> rows, string directory, string description)
+    {
+        Directory.CreateDirectory(directory);
+        AtomicWrite.Text(Path.Combine(directory, "quality.json"), JsonSerializer.Serialize(new { description, rows },
+            new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+        AtomicWrite.Text(Path.Combine(directory, "quality.md"), Markdown(rows, description));
+    }
+
+    public static string Markdown(IReadOnlyList<QualityRow> rows, string description)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var md = new StringBuilder();
+        md.AppendLine(description).AppendLine();
+        md.AppendLine("| source | n | distinct-1 / 2 / 3 | self-BLEU-4 | Zipf | repetition | words (sd) | ended by itself | 4-grams / 8-grams in training | longest copied | category agreement | title words used |");
+        md.AppendLine("| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |");
+        foreach (var r in rows)
+            md.AppendLine(string.Create(inv, $"| {r.Source} | {r.Samples} | {r.Distinct1:F3} / {r.Distinct2:F3} / {r.Distinct3:F3} | {r.SelfBleu4:F3} | {r.Zipf:F2} | {r.RepetitionRate:P0} | {r.MeanWords:F0} ({r.StdWords:F0}) | {(r.EndedByItself is { } e ? e.ToString("P0", inv) : "-")} | {r.FoundIn4Grams:P0} / {r.FoundIn8Grams:P0} | {r.LongestCopied} | {r.CategoryAgreement:P0} | {r.Topicality:P0} |"));
+        md.AppendLine().AppendLine("distinct-n: distinct word n-grams over all (higher: more diverse). self-BLEU-4: BLEU of each abstract against the others " +
+            "(higher: more alike). Zipf: slope of word frequency against rank. repetition: abstracts with a 4-gram said three times. " +
+            "longest copied: longest run of words whose every 8-gram is in some training abstract. category agreement: an ML.NET text " +
+            "classifier trained on the training split; on the real row, its accuracy. title words used: share of the title's content words in the abstract.");
+        return md.ToString();
+    }
+}
+
+/// <summary>
+/// Which category an abstract reads as: ML.NET's text featurizer (word and character n-grams) and a maximum-entropy
+/// classifier trained with SDCA on training abstracts. The reference row's agreement is its accuracy on held-out papers.
+/// </summary>
+public sealed class CategoryClassifier
+{
+    private readonly MLContext _ml;
+    private readonly ITransformer _model;
+
+    private CategoryClassifier(MLContext ml, ITransformer model) => (_ml, _model) = (ml, model);
+
+    public static CategoryClassifier Train(IReadOnlyList<Sample> training, int limit, int seed, TextWriter log)
+    {
+        var ml = new MLContext(seed);
+        var rows = training.Take(limit).Select(s => new Labelled { Text = s.Text, Label = s.Category.ToString() }).ToList();
+        var pipeline = ml.Transforms.Conversion.MapValueToKey("Label")
+            .Append(ml.Transforms.Text.FeaturizeText("Features", nameof(Labelled.Text)))
+            .Append(ml.MulticlassClassification.Trainers.SdcaMaximumEntropy())
+            .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var model = pipeline.Fit(ml.Data.LoadFromEnumerable(rows));
+        log.WriteLine($"category classifier: trained on {rows.Count:N0} training abstracts in {clock.Elapsed.TotalSeconds:F0} s");
+        return new CategoryClassifier(ml, model);
+    }
+
+    /// <summary>The category each text reads as ("AI", "LG", "CL" or "CV").</summary>
+    public IReadOnlyList<string> Predict(IEnumerable<string> texts)
+    {
+        var scored = _model.Transform(_ml.Data.LoadFromEnumerable(texts.Select(t => new Labelled { Text = t, Label = "" })));
+        return [.. _ml.Data.CreateEnumerable<Predicted>(scored, reuseRowObject: false).Select(p => p.PredictedLabel)];
+    }
+
+    private sealed class Labelled
+    {
+        public string Text { get; set; } = "";
+        public string Label { get; set; } = "";
+    }
+
+    private sealed class Predicted
+    {
+        public string PredictedLabel { get; set; } = "";
+    }
+}
