@@ -129,18 +129,12 @@ public sealed class EvaluationGrain(
 
     private bool IsJudged(string pairId) => state.State.Judgements.Any(j => j.PairId == pairId);
 
-    /// <summary>An eval paper's category, title and abstract, decoded from its tokens "&lt;|CAT|&gt; Title &lt;|sep|&gt; Abstract &lt;|endoftext|&gt;".</summary>
+    /// <summary>An eval paper's category, title and abstract, decoded from its tokens.</summary>
     private static (string Category, string Title, string Abstract) Paper(string data, int example)
     {
         using var split = TokenSplit.Open(data, "eval");
         var span = split.Examples[example];
-        int[] tokens = [.. split.Slice(span.Offset, span.Length).ToArray().Select(t => (int)t)];
-        int sep = Array.IndexOf(tokens, Gpt2Tokenizer.Separator);
-        int end = Array.IndexOf(tokens, Gpt2Tokenizer.EndOfText);
-        string prompt = Gpt2Tokenizer.Shared.Decode(tokens[..sep]);
-        string tag = PaperFormat.Tag(span.Category);
-        string title = (prompt.StartsWith(tag, StringComparison.Ordinal) ? prompt[tag.Length..] : prompt).Trim();
-        string text = Gpt2Tokenizer.Shared.Decode(tokens[(sep + 1)..(end < 0 ? tokens.Length : end)]).Trim();
+        var (title, text) = PaperFormat.DecodeExample(split.Slice(span.Offset, span.Length), span.Category);
         return (span.Category.ToString(), title, text);
     }
 

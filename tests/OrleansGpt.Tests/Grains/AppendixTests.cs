@@ -31,6 +31,13 @@ public sealed class AppendixTests(ClusterFixture fixture)
         await foreach (var piece in fixture.Grains.WriteAbstractAsync(new AbstractRequest("cs.CV", "Seeing Cats", "tiny", sampling with { Seed = 102 })))
             direct.Append(piece.Text);
         Assert.Contains("## [cs.CV] Seeing Cats\n\n" + direct.ToString().Trim() + "\n\n*seed 102*", text);
+
+        // The same samples as JSONL beside the markdown, as `Training -- quality --samples` reads them.
+        var samples = OrleansGpt.Training.Quality.Samples.ReadJsonl(Path.ChangeExtension(first, ".jsonl"));
+        Assert.Equal(["Knowledge Patterns", "Seeing Cats", "Attention Is All You Need"], samples.Select(x => x.Title));
+        Assert.Equal(direct.ToString().Trim(), samples[1].Text);
+        Assert.All(samples, x => Assert.NotNull(x.EndedByItself));
+        Assert.All(samples, x => Assert.StartsWith("tiny ", x.Source));
     }
 
     [Fact]
