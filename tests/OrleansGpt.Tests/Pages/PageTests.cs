@@ -16,9 +16,7 @@ public sealed class PageTests(BrowserFixture fixture) : IClassFixture<BrowserFix
     {
         var (context, page, errors) = await fixture.NewPageAsync();
         await using var _ = context;
-        await page.GotoAsync(fixture.BaseUrl + "/");
-        await Expect(page.Locator("#model option")).ToHaveCountAsync(2);
-        await page.Locator("#settings-box summary").ClickAsync();
+        await OpenChatWithSettingsAsync(page);
         await SetAsync(page, "#max_tokens", "24");
         await page.RunAndWaitForResponseAsync(() => page.Locator("#model").SelectOptionAsync("tiny"), IsPatch);
 
@@ -54,9 +52,7 @@ public sealed class PageTests(BrowserFixture fixture) : IClassFixture<BrowserFix
     {
         var (context, page, errors) = await fixture.NewPageAsync();
         await using var _ = context;
-        await page.GotoAsync(fixture.BaseUrl + "/");
-        await Expect(page.Locator("#model option")).ToHaveCountAsync(2);
-        await page.Locator("#settings-box summary").ClickAsync();
+        await OpenChatWithSettingsAsync(page);
         await page.RunAndWaitForResponseAsync(() => page.Locator("#model").SelectOptionAsync("small"), IsPatch);
         await SetAsync(page, "#max_tokens", "1000");
         await page.Locator("#title").FillAsync("A Very Long Abstract");
@@ -114,9 +110,7 @@ public sealed class PageTests(BrowserFixture fixture) : IClassFixture<BrowserFix
     {
         var (context, page, errors) = await fixture.NewPageAsync();
         await using var _ = context;
-        await page.GotoAsync(fixture.BaseUrl + "/");
-        await Expect(page.Locator("#model option")).ToHaveCountAsync(2);
-        await page.Locator("#settings-box summary").ClickAsync();
+        await OpenChatWithSettingsAsync(page);
         await SetAsync(page, "#max_tokens", "100000");
         await Expect(page.Locator("#error")).ToBeVisibleAsync();
         await Expect(page.Locator("#error")).ToContainTextAsync("max_tokens");
@@ -229,6 +223,14 @@ public sealed class PageTests(BrowserFixture fixture) : IClassFixture<BrowserFix
         var (l, h) = OrleansGpt.Silo.Api.EvaluationResults.Wilson(found, n);
         Assert.Equal(low, l, 3);
         Assert.Equal(high, h, 3);
+    }
+
+    /// <summary>The chat page, loaded (the served sizes listed) with its settings open.</summary>
+    private async Task OpenChatWithSettingsAsync(IPage page)
+    {
+        await page.GotoAsync(fixture.BaseUrl + "/");
+        await Expect(page.Locator("#model option")).ToHaveCountAsync(2);
+        await page.Locator("#settings-box summary").ClickAsync();
     }
 
     private static bool IsPatch(IResponse response) => response.Request.Method == "PATCH" && response.Url.Contains("/v1/sessions/", StringComparison.Ordinal);
