@@ -60,6 +60,31 @@ public sealed class FailingModelTests
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/healthz")).StatusCode);
     }
 
+    [Fact]
+    public async Task RoutingPrefersAReplicaThatIsNotFailing()
+    {
+        // Two replicas of one size on one silo; one has failed its last three requests (sent to it directly), the other
+        // has not. Both are idle, so without the preference the router would pick either at random.
+        await using var serving = await ServingCluster.StartAsync([("tiny", TestModels.TinyGpt2Vocabulary, 1, "broken past position 20")],
+            (_, o) => (o.MaxPromptTokens, o.UnhealthyAfterFailures, o.ShareDevices, o.Devices, o.Replicas) = (40, 3, true, ["cpu:0", "cpu:1"], ["tiny@cpu:0", "tiny@cpu:1"]),
+            alter: (_, model) =>
+            {
+                using (no_grad())
+                    model.named_parameters().First(p => p.name.EndsWith("wpe.weight", StringComparison.Ordinal)).parameter[20].fill_(float.NaN);
+            });
+        var router = serving.Grains.GetGrain<OrleansGpt.Grains.Interfaces.IModelRouterGrain>(0);
+        var keys = (await router.GetReplicasAsync()).Select(r => r.Key).ToList();
+        Assert.Equal(2, keys.Count);
+        var failing = serving.Grains.GetGrain<OrleansGpt.Grains.Interfaces.IModelGrain>(keys[0]);
+        var request = new OrleansGpt.Grains.Interfaces.GenerationRequest([.. Enumerable.Range(100, 25)], new OrleansGpt.Grains.Interfaces.SamplingOptions(MaxTokens: 3));
+        for (int i = 0; i < 3; i++)
+            await Assert.ThrowsAsync<OrleansGpt.Grains.Interfaces.ModelFailureException>(() => TestModels.CollectAsync(failing.GenerateAsync(request)));
+        Assert.True((await failing.GetLoadAsync()).Failing);
+
+        for (int i = 0; i < 20; i++)
+            Assert.Equal(keys[1], await router.PickReplicaAsync("tiny"));
+    }
+
     private static async Task<List<string>> StreamAsync(HttpClient http, object body)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = JsonContent.Create(body) };
