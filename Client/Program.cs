@@ -71,13 +71,13 @@ var bench = new Command("bench", "Load a running silo: aggregate tok/s, req/s, t
 bench.SetAction(async r =>
 {
     await using var connection = await Connect(r);
+    int[] levels = [.. r.GetValue(concurrency)!.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(l => int.Parse(l, System.Globalization.CultureInfo.InvariantCulture))];
     if (r.GetValue(churn))
-        return await new ChurnBench(connection.Cluster, r.GetValue(model)!, int.Parse(r.GetValue(concurrency)!.Split(',')[0], System.Globalization.CultureInfo.InvariantCulture),
-            r.GetValue(requests), r.GetValue(maxTokens), Console.Out).RunAsync();
+        return await new ChurnBench(connection.Cluster, r.GetValue(model)!, levels[0], r.GetValue(requests), r.GetValue(maxTokens), Console.Out).RunAsync();
     if (r.GetValue(clusterFaults))
-        return await new ClusterFaultBench(connection.Cluster, r.GetValue(model)!, int.Parse(r.GetValue(concurrency)!.Split(',')[0], System.Globalization.CultureInfo.InvariantCulture),
+        return await new ClusterFaultBench(connection.Cluster, r.GetValue(model)!, levels[0],
             r.GetValue(maxTokens), Console.Out).RunAsync(r.GetValue(promoteVersion), r.GetValue(killCommand), r.GetValue(restartCommand));
-    return await BenchCommand.RunAsync(connection, [.. r.GetValue(concurrency)!.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)],
+    return await BenchCommand.RunAsync(connection, levels,
         r.GetValue(requests), r.GetValue(maxTokens), r.GetValue(promptTokens), r.GetValue(model)!, Console.Out);
 });
 root.Subcommands.Add(bench);

@@ -34,7 +34,8 @@ public sealed class EvaluationState
 
 /// <summary>A pair on an evaluator's screen: eval paper <paramref name="Example"/> against <paramref name="Model"/>'s abstract.</summary>
 [GenerateSerializer, Immutable]
-public sealed record ShownPair([property: Id(0)] string PairId, [property: Id(1)] int Example, [property: Id(2)] string Model, [property: Id(3)] bool RealIsA);
+public sealed record ShownPair([property: Id(0)] string PairId, [property: Id(1)] int Example, [property: Id(2)] string Model, [property: Id(3)] bool RealIsA,
+    [property: Id(4)] string Category = "");
 
 /// <summary>An abstract generated for an eval paper's title; the seed is the paper's index, so it can be regenerated.</summary>
 [GenerateSerializer, Immutable]
@@ -58,11 +59,12 @@ public sealed class EvaluationGrain(
             return await PairAsync(evaluator, data, shown, cancellationToken);
 
         var judged = state.State.Judgements.Where(j => j.Evaluator == evaluator).Select(j => j.PairId).ToHashSet(StringComparer.Ordinal);
-        int count = await Task.Run(() => { using var split = TokenSplit.Open(data, "eval"); return split.Examples.Count; }, cancellationToken);
-        int? next = Enumerable.Range(0, count).OrderBy(i => Mix((ulong)i)).Cast<int?>().FirstOrDefault(i => !judged.Contains(PairId(model, i!.Value)));
+        var categories = await Task.Run(() => { using var split = TokenSplit.Open(data, "eval"); return split.Examples.Select(e => e.Category).ToArray(); }, cancellationToken);
+        int? next = Enumerable.Range(0, categories.Length).OrderBy(i => Mix((ulong)i)).Cast<int?>().FirstOrDefault(i => !judged.Contains(PairId(model, i!.Value)));
         if (next is not int example)
-            throw new InvalidOperationException($"{evaluator} has judged every one of the {count} eval papers for '{model}'");
-        var pair = new ShownPair(PairId(model, example), example, model, RealIsA: (Mix(Hash(evaluator) ^ Hash(PairId(model, example))) & 1) == 0);
+            throw new InvalidOperationException($"{evaluator} has judged every one of the {categories.Length} eval papers for '{model}'");
+        var pair = new ShownPair(PairId(model, example), example, model, RealIsA: (Mix(Hash(evaluator) ^ Hash(PairId(model, example))) & 1) == 0,
+            categories[example].ToString());
         state.State.Shown[evaluator] = pair;
         var result = await PairAsync(evaluator, data, pair, cancellationToken);
         await state.WriteStateAsync(cancellationToken);
@@ -87,10 +89,7 @@ public sealed class EvaluationGrain(
         var (real, generated) = shown.RealIsA
             ? ((judgement.FluencyA, judgement.RelevanceA), (judgement.FluencyB, judgement.RelevanceB))
             : ((judgement.FluencyB, judgement.RelevanceB), (judgement.FluencyA, judgement.RelevanceA));
-        string category;
-        using (var split = TokenSplit.Open(DataDirectory(), "eval"))
-            category = split.Examples[shown.Example].Category.ToString();
-        var record = new JudgementRecord(judgement.Evaluator, shown.PairId, category, shown.Model, sample.Version, Correct: pickedA == shown.RealIsA,
+        var record = new JudgementRecord(judgement.Evaluator, shown.PairId, shown.Category, shown.Model, sample.Version, Correct: pickedA == shown.RealIsA,
             real.Item1, real.Item2, generated.Item1, generated.Item2, DateTimeOffset.UtcNow);
         state.State.Judgements.Add(record);
         state.State.Shown.Remove(judgement.Evaluator);

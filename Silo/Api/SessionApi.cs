@@ -25,22 +25,8 @@ public static class SessionApi
         app.MapPatch("/v1/sessions/{id}", async (string id, HttpContext http, IGrainFactory grains) =>
         {
             if (!await ValidIdAsync(http, id)) return;
-            using var document = await ReadAsync<System.Text.Json.JsonDocument>(http);
-            if (document is null) return;
-            SessionPatch? patch;
-            try
-            {
-                patch = System.Text.Json.JsonSerializer.Deserialize<SessionPatch>(document.RootElement, Json);
-            }
-            catch (System.Text.Json.JsonException e)
-            {
-                await Error(http, 400, $"The request body is not valid JSON for this endpoint: {e.Message}", e.Path is { Length: > 2 } path ? path[2..] : null);
-                return;
-            }
-            if (patch is null) { await Error(http, 400, "The request body must be a JSON object", null); return; }
-            // "seed": null (not just a missing seed) goes back to a new random seed for every abstract.
-            bool randomSeed = document.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object
-                && document.RootElement.TryGetProperty("seed", out var seedValue) && seedValue.ValueKind == System.Text.Json.JsonValueKind.Null;
+            var patch = await ReadAsync<SessionPatch>(http);
+            if (patch is null) return;
             var session = grains.GetGrain<ISessionGrain>(id);
             var current = await session.GetSettingsAsync(http.RequestAborted);
             var s = current.Sampling;
@@ -50,7 +36,7 @@ public static class SessionApi
                 TopK = patch.TopK ?? s.TopK,
                 Temperature = patch.Temperature ?? s.Temperature,
                 MaxTokens = patch.MaxTokens ?? s.MaxTokens,
-                Seed = randomSeed ? null : patch.Seed ?? s.Seed,
+                Seed = patch.SeedSent ? patch.Seed : s.Seed, // "seed": null goes back to a new random seed for every abstract
             });
             SessionSettings updated;
             try
@@ -106,5 +92,23 @@ public static class SessionApi
             history_limit = SessionGrain.HistoryLimit,
         }, Json);
 
-    private sealed record SessionPatch(string? Category, string? Model, double? TopP, int? TopK, double? Temperature, int? MaxTokens, long? Seed);
+    private sealed record SessionPatch(string? Category, string? Model, double? TopP, int? TopK, double? Temperature, int? MaxTokens)
+    {
+        private readonly long? _seed;
+
+        /// <summary>The seed, null both when absent and when sent as null; <see cref="SeedSent"/> tells them apart (the
+        /// serializer sets a property only when the body names it).</summary>
+        public long? Seed
+        {
+            get => _seed;
+            init
+            {
+                _seed = value;
+                SeedSent = true;
+            }
+        }
+
+        [System.Text.Json.Serialization.JsonIgnore]
+        public bool SeedSent { get; private init; }
+    }
 }
