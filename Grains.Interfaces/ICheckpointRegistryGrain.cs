@@ -21,6 +21,11 @@ public interface ICheckpointRegistryGrain : IGrainWithStringKey
     /// registered as they are found).</summary>
     ValueTask<IReadOnlyList<CheckpointVersion>> GetVersionsAsync(CancellationToken cancellationToken = default);
 
+    /// <summary><paramref name="version"/> and its ancestors, newest first, following each version's parent (the
+    /// version it was fine-tuned from) back to one trained from scratch or brought in from outside; empty for a version
+    /// the registry does not know. From the registry's own records (no store scan), removed versions included.</summary>
+    ValueTask<IReadOnlyList<CheckpointVersion>> GetLineageAsync(string version, CancellationToken cancellationToken = default);
+
     /// <summary>The version replicas serve, or null when the size has none.</summary>
     ValueTask<string?> GetActiveAsync(CancellationToken cancellationToken = default);
 

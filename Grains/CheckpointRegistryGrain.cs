@@ -72,6 +72,15 @@ public sealed partial class CheckpointRegistryGrain(
         return [.. state.State.Versions.Select(Mark)];
     }
 
+    public ValueTask<IReadOnlyList<CheckpointVersion>> GetLineageAsync(string version, CancellationToken cancellationToken = default)
+    {
+        var lineage = new List<CheckpointVersion>();
+        for (var v = state.State.Versions.FirstOrDefault(x => x.Version == version); v is not null && lineage.All(l => l.Version != v.Version);
+             v = state.State.Versions.FirstOrDefault(x => x.Version == v.Parent))
+            lineage.Add(Mark(v));
+        return ValueTask.FromResult<IReadOnlyList<CheckpointVersion>>(lineage);
+    }
+
     public ValueTask<string?> GetActiveAsync(CancellationToken cancellationToken = default) => ValueTask.FromResult(state.State.Active);
 
     public async ValueTask<Promotion> PromoteAsync(string version, CancellationToken cancellationToken = default)
@@ -158,8 +167,8 @@ public sealed partial class CheckpointRegistryGrain(
         await _writing.WaitAsync(cancellationToken);
         try
         {
-            await PruneLockedAsync(cancellationToken);
-            await state.WriteStateAsync(cancellationToken);
+            if (await PruneLockedAsync(cancellationToken))
+                await state.WriteStateAsync(cancellationToken);
         }
         finally
         {
@@ -207,17 +216,18 @@ public sealed partial class CheckpointRegistryGrain(
     }
 
     /// <summary>
-    /// Applies ModelHost:Retention:Versions after a switch (caller holds <see cref="_writing"/> and persists): the store
+    /// Applies ModelHost:Retention:Versions after a switch (caller holds <see cref="_writing"/> and persists a change): the store
     /// keeps the active version, then the rollback targets most recent first, then the newest others; the rest lose
     /// their files and are marked removed, their provenance kept. Rollback targets whose files are gone are dropped.
     /// (Not on registering: a version just published must stay until a promotion has had the chance to use it.)
     /// </summary>
-    private async Task PruneLockedAsync(CancellationToken cancellationToken)
+    /// <returns>Whether anything was removed (and so needs persisting).</returns>
+    private async Task<bool> PruneLockedAsync(CancellationToken cancellationToken)
     {
         int limit = Math.Max(1, host.Retention.Versions);
         var live = state.State.Versions.Where(v => !v.Removed).ToList();
         if (live.Count <= limit)
-            return;
+            return false;
         var keep = new List<string>();
         void Keep(string? version)
         {
@@ -240,6 +250,7 @@ public sealed partial class CheckpointRegistryGrain(
                 state.State.Versions[i] = state.State.Versions[i] with { Removed = true };
         state.State.Previous.RemoveAll(v => !keep.Contains(v));
         Pruned(Size, doomed.Count, limit);
+        return true;
     }
 
     private CheckpointVersion Mark(CheckpointVersion v) => v with { Active = v.Version == state.State.Active };

@@ -51,13 +51,13 @@ public static class OpenAiApi
                     return null; // a replica that cannot load, or whose silo is leaving, is listed without a version
                 }
             }));
-            var sizes = replicas.Select(r => r.Size).Distinct().ToList();
-            var versions = (await Task.WhenAll(sizes.Select(size => grains.GetGrain<ICheckpointRegistryGrain>(size).GetVersionsAsync(http.RequestAborted).AsTask())))
-                .Zip(sizes).ToDictionary(x => x.Second, x => x.First);
+            var lineages = await Task.WhenAll(replicas.Select((r, i) => infos[i] is { } info
+                ? grains.GetGrain<ICheckpointRegistryGrain>(r.Size).GetLineageAsync(info.Version, http.RequestAborted).AsTask()
+                : Task.FromResult<IReadOnlyList<CheckpointVersion>>([])));
             return Results.Json(new
             {
                 @object = "list",
-                data = replicas.Select((r, i) => (Replica: r, Info: infos[i])).GroupBy(x => x.Replica.Size).Select(g => new
+                data = replicas.Select((r, i) => (Replica: r, Info: infos[i], Lineage: lineages[i])).GroupBy(x => x.Replica.Size).Select(g => new
                 {
                     id = g.Key,
                     @object = "model",
@@ -68,7 +68,7 @@ public static class OpenAiApi
                         key = x.Replica.Key,
                         version = x.Info?.Version,
                         provenance = x.Info?.Provenance,
-                        lineage = Lineage(versions[g.Key], x.Info?.Version),
+                        lineage = x.Lineage.Select(v => new { v.Version, v.Kind, v.Description, v.Data, v.Settings, v.TokensSeen, v.EvalPerplexity, v.Created, v.Removed }),
                     }),
                 }),
             }, Json);
@@ -78,15 +78,6 @@ public static class OpenAiApi
         app.MapOperatorApi();
         app.MapGet("/healthz", Health);
         return endpoints;
-    }
-
-    /// <summary>The version and its ancestors, newest first, following each version's parent (the version it was
-    /// fine-tuned from) back to a model trained from scratch or brought in from outside.</summary>
-    private static IEnumerable<object> Lineage(IReadOnlyList<CheckpointVersion> versions, string? version)
-    {
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        for (var v = versions.FirstOrDefault(x => x.Version == version); v is not null && seen.Add(v.Version); v = versions.FirstOrDefault(x => x.Version == v.Parent))
-            yield return new { v.Version, v.Kind, v.Description, v.Data, v.Settings, v.TokensSeen, v.EvalPerplexity, v.Created, v.Removed };
     }
 
     /// <summary>
