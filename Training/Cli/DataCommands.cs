@@ -38,5 +38,31 @@ internal static class DataCommands
             return 0;
         });
         root.Subcommands.Add(command);
+        root.Subcommands.Add(TitlesCommand());
+    }
+
+    /// <summary>titles: the first N papers of a split as the appendix job's TSV, so a model can write abstracts for
+    /// exactly the eval papers that `eval` and `quality` measure.</summary>
+    private static Command TitlesCommand()
+    {
+        var data = new Option<string>("--data") { Description = "A directory written by prepare", Required = true };
+        var split = new Option<string>("--split") { Description = "Which split's papers", DefaultValueFactory = _ => "eval" };
+        split.AcceptOnlyFromAmong("eval", "train");
+        var count = new Option<int>("--count") { Description = "The first N papers of the split", DefaultValueFactory = _ => 100 };
+        var output = new Option<string>("--out") { Description = "TSV file to write (header category<TAB>title), the input of Client -- appendix", Required = true };
+        var command = new Command("titles", "Write the first N titles of a prepared split as category<TAB>title rows for Client -- appendix") { data, split, count, output };
+        command.SetHandler(r =>
+        {
+            if (r.GetValue(count) < 1)
+                throw new ArgumentOutOfRangeException(nameof(count), r.GetValue(count), "--count must be at least 1");
+            var papers = Quality.Samples.ReadSplit(r.GetValue(data)!, r.GetValue(split)!, r.GetValue(count));
+            var text = new System.Text.StringBuilder("category\ttitle\n");
+            foreach (var paper in papers)
+                text.Append(PaperFormat.ArxivName(paper.Category)).Append('\t').Append(PaperFormat.NormalizeWhitespace(paper.Title)).Append('\n');
+            IO.AtomicWrite.Text(r.GetValue(output)!, text.ToString());
+            Console.WriteLine($"wrote {papers.Count:N0} titles of the {r.GetValue(split)} split to {r.GetValue(output)}");
+            return 0;
+        });
+        return command;
     }
 }

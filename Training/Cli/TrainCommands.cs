@@ -40,10 +40,14 @@ internal static class TrainCommands
         public Option<string> Dtype { get; } = CommandLine.DtypeOption();
         public Option<double?> Dropout { get; } = new("--dropout") { Description = "Override the model's dropout (GPT-2: 0.1)" };
         public Option<int> LogEvery { get; } = new("--log-every") { Description = "Print and log every N steps", DefaultValueFactory = _ => 10 };
+        public Option<int?> Layers { get; } = new("--layers") { Description = "Override the preset's layer count (from scratch only)" };
+        public Option<int?> Heads { get; } = new("--heads") { Description = "Override the preset's attention heads (from scratch only; default width / 64 when --width is given)" };
+        public Option<int?> Width { get; } = new("--width") { Description = "Override the preset's width, n_embd (from scratch only)" };
+        public Option<double?> TimeLimit { get; } = new("--time-limit") { Description = "Stop after this many minutes and decay the learning rate over them (compare runs at equal cost)" };
 
         public RunOptions() => Schedule.AcceptOnlyFromAmong("constant", "linear", "cosine");
 
-        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, WarmupSteps, Schedule, MaxSteps, EvalEvery, EvalBlocks, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery];
+        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, WarmupSteps, Schedule, MaxSteps, EvalEvery, EvalBlocks, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery, Layers, Heads, Width, TimeLimit];
 
         public TrainOptions Read(ParseResult r, string output, bool resume) => new()
         {
@@ -67,6 +71,10 @@ internal static class TrainCommands
             Precision = CommandLine.ResolvePrecision(r.GetValue(Dtype)!),
             Dropout = r.GetValue(Dropout),
             LogEvery = r.GetValue(LogEvery),
+            Layers = r.GetValue(Layers),
+            Heads = r.GetValue(Heads),
+            Width = r.GetValue(Width),
+            TimeLimitMinutes = r.GetValue(TimeLimit),
             Resume = resume,
         };
     }

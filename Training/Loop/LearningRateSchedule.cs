@@ -17,13 +17,21 @@ public enum LearningRateShape
 public sealed record LearningRateSchedule(double Peak, LearningRateShape Shape, long WarmupSteps, long TotalSteps)
 {
     /// <summary>The rate for optimizer step <paramref name="step"/> (0-based).</summary>
-    public double At(long step)
+    public double At(long step) => At(step, Progress(step));
+
+    /// <summary>How far the decay has come at <paramref name="step"/> by steps alone (0 to 1).</summary>
+    public double Progress(long step) =>
+        TotalSteps <= WarmupSteps ? 0 : Math.Clamp((double)(step - WarmupSteps) / (TotalSteps - WarmupSteps), 0, 1);
+
+    /// <summary>The rate for step <paramref name="step"/> when the decay has come <paramref name="progress"/> of
+    /// its way (0 to 1): a run with a time limit measures progress by the share of its time spent.</summary>
+    public double At(long step, double progress)
     {
         if (step < WarmupSteps)
             return Peak * (step + 1) / WarmupSteps;
-        if (Shape == LearningRateShape.Constant || TotalSteps <= WarmupSteps)
+        if (Shape == LearningRateShape.Constant)
             return Peak;
-        double progress = Math.Clamp((double)(step - WarmupSteps) / (TotalSteps - WarmupSteps), 0, 1);
+        progress = Math.Clamp(progress, 0, 1);
         return Shape == LearningRateShape.Linear
             ? Peak * (1 - progress)
             : Peak * 0.5 * (1 + Math.Cos(Math.PI * progress));

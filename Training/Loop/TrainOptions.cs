@@ -17,6 +17,17 @@ public sealed record TrainOptions
     /// <summary>Model size for --init scratch (tiny, distil, small, ...).</summary>
     public string ModelSize { get; init; } = "tiny";
 
+    /// <summary>Overrides of the preset's shape for --init scratch: layers (n_layer), heads (n_head), width (n_embd);
+    /// null keeps the preset's. Heads default to width / 64 when only the width is given (GPT-2's head size).</summary>
+    public int? Layers { get; init; }
+    public int? Heads { get; init; }
+    public int? Width { get; init; }
+
+    /// <summary>Stop once the run has taken this many minutes (evaluations included), and decay the learning rate
+    /// over that time instead of over the steps: runs of different shapes and speeds then compare at equal cost.
+    /// Null: the steps decide.</summary>
+    public double? TimeLimitMinutes { get; init; }
+
     /// <summary>"scratch", or a checkpoint directory to fine-tune (ours or a Hugging Face download).</summary>
     public string Init { get; init; } = "scratch";
 
@@ -72,6 +83,12 @@ public sealed record TrainOptions
         if (MaxSteps is < 1) throw new ArgumentOutOfRangeException(nameof(MaxSteps), MaxSteps, "--max-steps must be at least 1");
         if (EvalEvery < 0 || LogEvery < 1) throw new ArgumentOutOfRangeException(nameof(EvalEvery), "--eval-every must be >= 0 and --log-every >= 1");
         if (Dropout is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "--dropout must be in [0, 1)");
+        if (Layers is < 1) throw new ArgumentOutOfRangeException(nameof(Layers), Layers, "--layers must be at least 1");
+        if (Heads is < 1) throw new ArgumentOutOfRangeException(nameof(Heads), Heads, "--heads must be at least 1");
+        if (Width is < 1) throw new ArgumentOutOfRangeException(nameof(Width), Width, "--width must be at least 1");
+        if (!(TimeLimitMinutes is null or > 0)) throw new ArgumentOutOfRangeException(nameof(TimeLimitMinutes), TimeLimitMinutes, "--time-limit must be a positive number of minutes");
+        if (Init != "scratch" && (Layers ?? Heads ?? Width) is not null)
+            throw new ArgumentException("--layers, --heads and --width shape a model trained from scratch; a checkpoint given as --init keeps its own shape");
         return this;
     }
 
@@ -80,5 +97,17 @@ public sealed record TrainOptions
     public string TrajectoryKey() =>
         string.Join(";", ModelSize, Init, BlockSize, BatchSize, GradientAccumulation, LearningRate.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             Epochs, WeightDecay.ToString("R", System.Globalization.CultureInfo.InvariantCulture), WarmupSteps, Schedule, MaxSteps, MaxTrainBlocks, Seed, Precision,
-            MaxGradNorm.ToString("R", System.Globalization.CultureInfo.InvariantCulture), Dropout, Path.GetFullPath(DataDirectory));
+            MaxGradNorm.ToString("R", System.Globalization.CultureInfo.InvariantCulture), Dropout, Path.GetFullPath(DataDirectory),
+            Layers, Heads, Width, TimeLimitMinutes?.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <summary>The model a run from scratch builds: the preset with the shape overrides and dropout applied.</summary>
+    public GptConfig ScratchConfig()
+    {
+        var config = GptConfig.FromPreset(ModelSize);
+        if (Layers is { } layers) config = config with { Layers = layers };
+        if (Width is { } width) config = config with { Embedding = width, Heads = Heads ?? Math.Max(1, width / 64) };
+        if (Heads is { } heads) config = config with { Heads = heads };
+        if (Dropout is { } d) config = config with { Dropout = d };
+        return config.Validate();
+    }
 }

@@ -37,6 +37,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
     public const string StateFile = "trainer_state.json";
     public const string MetricsFile = "metrics.jsonl";
     public const string PlotFile = "loss.png";
+    public const string PerplexityPlotFile = "perplexity.png";
     private static readonly JsonSerializerOptions s_json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = false };
 
     /// <summary>Called after every optimizer step with the step number (tests use it to interrupt a run).</summary>
@@ -113,11 +114,18 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
         bool interrupted = false;
         lm.SetTraining(true);
 
+        double? timeLimit = o.TimeLimitMinutes * 60;
+        double TimeSpent() => elapsedBefore + clock.Elapsed.TotalSeconds;
         while (step < totalSteps)
         {
             if (cancellation.IsCancellationRequested)
             {
                 interrupted = true;
+                break;
+            }
+            if (TimeSpent() >= timeLimit)
+            {
+                log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"time limit of {o.TimeLimitMinutes} minutes reached after step {step}"));
                 break;
             }
             long epoch = step / stepsPerEpoch;
@@ -135,7 +143,10 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
             }
             if (o.MaxGradNorm > 0)
                 optimizer.ClipGradNorm(o.MaxGradNorm);
-            double lr = schedule.At(step);
+            // With a time limit the decay follows whichever is further along: the steps or the time.
+            double lr = timeLimit is { } limit
+                ? schedule.At(step, Math.Max(schedule.Progress(step), TimeSpent() / limit))
+                : schedule.At(step);
             optimizer.Step(lr);
             optimizer.ZeroGrad();
             step++;
@@ -150,7 +161,9 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
             double epochProgress = (double)step / stepsPerEpoch;
             if (step % o.LogEvery == 0 || step == totalSteps)
             {
-                var eta = TimeSpan.FromSeconds((totalSteps - step) * o.TokensPerStep / Math.Max(tokensPerSecond, 1e-9));
+                double etaSeconds = (totalSteps - step) * o.TokensPerStep / Math.Max(tokensPerSecond, 1e-9);
+                if (timeLimit is { } left) etaSeconds = Math.Min(etaSeconds, Math.Max(0, left - TimeSpent()));
+                var eta = TimeSpan.FromSeconds(etaSeconds);
                 log.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"step {step}/{totalSteps} | epoch {epochProgress:F2} | loss {loss:F4} | lr {lr:0.00e+00} | {tokensPerSecond:N0} tok/s | ETA {eta:hh\\:mm\\:ss}"));
                 Report(metrics, new MetricPoint(step, epochProgress, tokensSeen, loss, lr, tokensPerSecond, null, null, elapsedBefore + seconds), totalSteps);
@@ -190,9 +203,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
             return PrepareForTraining(Gpt2Checkpoint.Load(checkpoint), o);
         if (o.Init != "scratch")
             return PrepareForTraining(Gpt2Checkpoint.Load(o.Init, minVocabSize: Gpt2Tokenizer.VocabSize), o);
-        var config = GptConfig.FromPreset(o.ModelSize);
-        if (o.Dropout is { } d) config = config with { Dropout = d };
-        var model = new Gpt(config);
+        var model = new Gpt(o.ScratchConfig());
         model.InitializeWeights(o.Seed);
         return model;
     }
@@ -216,7 +227,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
     private void Save(Gpt model, AdamW optimizer, TrainOptions o, string checkpoint, long step, long tokens, double elapsed, double? lastEval)
     {
         var provenance = o.Init == "scratch"
-            ? new ModelProvenance("trained-from-scratch", $"{o.ModelSize} trained from scratch on {Path.GetFullPath(o.DataDirectory)} for {tokens:N0} tokens ({step} steps)", tokens)
+            ? new ModelProvenance("trained-from-scratch", $"{o.ModelSize} ({model.Config.Layers} layers x {model.Config.Embedding} wide) trained from scratch on {Path.GetFullPath(o.DataDirectory)} for {tokens:N0} tokens ({step} steps)", tokens)
             : new ModelProvenance("fine-tuned", $"fine-tuned from {o.Init} on {Path.GetFullPath(o.DataDirectory)} for {tokens:N0} tokens ({step} steps)", tokens, o.Init);
         using var rng = get_rng_state();
         var state = new TrainerState(step, tokens, elapsed, o.TrajectoryKey(), Convert.ToBase64String(rng.bytes), lastEval);
@@ -238,7 +249,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
         var inv = CultureInfo.InvariantCulture;
         log.WriteLine(string.Create(inv, $"model: {(o.Init == "scratch" ? o.ModelSize + " from scratch" : o.Init)}, {c.Layers} layers x {c.Heads} heads x {c.Embedding} wide, vocabulary {c.VocabSize}, {c.ParameterCount:N0} parameters, dropout {c.Dropout}"));
         log.WriteLine(string.Create(inv, $"data: {o.DataDirectory}: {train.BlockCount:N0} training blocks, {eval.BlockCount:N0} eval blocks of {o.BlockSize} tokens (evaluating {(o.EvalBlocks > 0 ? Math.Min(o.EvalBlocks, eval.BlockCount) : eval.BlockCount):N0} of them)"));
-        log.WriteLine(string.Create(inv, $"{o.BatchSize} batch x {o.GradientAccumulation} accum x {o.BlockSize} tokens = {o.TokensPerStep:N0} tokens/step; {stepsPerEpoch:N0} steps/epoch x {o.Epochs} epochs{(o.MaxSteps is { } m ? $", capped at {m:N0} steps" : "")} = {totalSteps:N0} steps, {totalSteps * o.TokensPerStep:N0} tokens"));
+        log.WriteLine(string.Create(inv, $"{o.BatchSize} batch x {o.GradientAccumulation} accum x {o.BlockSize} tokens = {o.TokensPerStep:N0} tokens/step; {stepsPerEpoch:N0} steps/epoch x {o.Epochs} epochs{(o.MaxSteps is { } m ? $", capped at {m:N0} steps" : "")} = {totalSteps:N0} steps, {totalSteps * o.TokensPerStep:N0} tokens{(o.TimeLimitMinutes is { } t ? $", or {t} minutes if sooner (the learning rate decays over that time)" : "")}"));
         log.WriteLine(string.Create(inv, $"AdamW lr {o.LearningRate} ({o.Schedule.ToString().ToLowerInvariant()}, {o.WarmupSteps} warm-up steps), betas ({optimizer.Beta1}, {optimizer.Beta2}), eps {optimizer.Epsilon}, weight decay {o.WeightDecay} on {decayed:N0} parameters (none on {notDecayed:N0} bias/LayerNorm), clip {o.MaxGradNorm}, {o.Precision.Name()}, seed {o.Seed}"));
         if (startStep > 0)
             log.WriteLine($"resuming at step {startStep}");
@@ -275,11 +286,13 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
     {
         try
         {
-            LossPlot.Write(ReadMetrics(run), Path.Combine(run, PlotFile));
+            var points = ReadMetrics(run);
+            LossPlot.Write(points, Path.Combine(run, PlotFile));
+            LossPlot.WritePerplexity(points, Path.Combine(run, PerplexityPlotFile));
         }
         catch (Exception e) when (e is IOException or InvalidOperationException or TypeInitializationException or DllNotFoundException)
         {
-            log.WriteLine($"note: could not draw {PlotFile}: {e.Message}");
+            log.WriteLine($"note: could not draw {PlotFile} or {PerplexityPlotFile}: {e.Message}");
         }
     }
 }

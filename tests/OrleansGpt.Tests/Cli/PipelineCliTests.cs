@@ -18,6 +18,13 @@ public sealed class PipelineCliTests
         Assert.Contains("## Papers per category (Table 1)", prepare.Stdout);
         Assert.True(File.Exists(Path.Combine(dir.Sub("data"), "stats.json")));
 
+        // The eval papers as the appendix job's input: the first N, in the order eval and quality read them.
+        var titles = Run("titles", "--data", dir.Sub("data"), "--count", "3", "--out", dir.Sub("titles.tsv"));
+        Assert.True(titles.ExitCode == 0, titles.Stderr);
+        var rows = OrleansGpt.Client.AppendixCommand.ReadTitles(dir.Sub("titles.tsv"));
+        var real = OrleansGpt.Training.Quality.Samples.ReadSplit(dir.Sub("data"), "eval", 3);
+        Assert.Equal(real.Select(p => ($"cs.{p.Category}", p.Title)), rows.Select(r => (r.Category, r.Title)));
+
         string[] train = ["train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--model", "tiny", "--block-size", "32", "--batch-size", "2", "--max-steps", "2", "--lr", "1e-3", "--eval-blocks", "2", "--log-every", "1"];
         var trained = Run(train);
         Assert.True(trained.ExitCode == 0, trained.Stderr + trained.Stdout);
@@ -46,6 +53,17 @@ public sealed class PipelineCliTests
         Assert.Contains("| grad-accum | train loss | eval loss | PPL |", sweep.Stdout);
         Assert.Contains("\n| 1 | ", sweep.Stdout);
         Assert.Contains("\n| 2 | ", sweep.Stdout);
+
+        // Shapes at equal time: each run is the shape it names, and stops at the time limit.
+        var shapes = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("shapes"), "--block-size", "32", "--batch-size", "2", "--eval-blocks", "1", "--time-limit", "0.002", "--vary", "shape=1x64,2x128");
+        Assert.True(shapes.ExitCode == 0, shapes.Stderr);
+        Assert.Contains("| shape | train loss |", shapes.Stdout);
+        Assert.Contains("time limit of 0.002 minutes reached", shapes.Stderr);
+        foreach (var (name, layers, width, heads) in new[] { ("1x64", 1, 64, 1), ("2x128", 2, 128, 2) })
+        {
+            using var model = OrleansGpt.Training.Model.Gpt2Checkpoint.Load(Path.Combine(dir.Sub("shapes"), $"shape-{name}"));
+            Assert.Equal((layers, width, heads), (model.Config.Layers, model.Config.Embedding, model.Config.Heads));
+        }
     }
 
     [Fact]
@@ -87,5 +105,9 @@ public sealed class PipelineCliTests
         var sweep = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "depth=1,2");
         Assert.Equal(1, sweep.ExitCode);
         Assert.Contains("unknown setting 'depth'", sweep.Stderr);
+
+        var shape = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "shape=8");
+        Assert.Equal(1, shape.ExitCode);
+        Assert.Contains("'8' is not LAYERSxWIDTH", shape.Stderr);
     }
 }

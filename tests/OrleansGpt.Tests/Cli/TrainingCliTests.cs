@@ -72,7 +72,7 @@ public sealed class TrainingCliTests
     [Fact]
     public void EveryCommandHasHelp()
     {
-        foreach (var command in new[] { "tokenize", "detokenize", "init", "logits", "generate", "prepare", "train", "eval", "sweep", "bench gemm", "bench decode", "bench train" })
+        foreach (var command in new[] { "tokenize", "detokenize", "init", "logits", "generate", "prepare", "titles", "train", "eval", "sweep", "bench gemm", "bench decode", "bench train" })
         {
             var help = Run([.. command.Split(' '), "--help"]);
             Assert.True(help.ExitCode == 0, $"{command}: {help.Stderr}");

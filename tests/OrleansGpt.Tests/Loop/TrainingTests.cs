@@ -130,6 +130,7 @@ public sealed class TrainingTests
         Assert.Equal(steps.Distinct().Count(), steps.Count);
         Assert.Equal(Trainer.ReadMetrics(dir.Sub("straight")).Where(m => m.TrainLoss is not null).Select(m => m.Step), steps);
         Assert.True(File.Exists(Path.Combine(dir.Sub("resumed"), Trainer.PlotFile)));
+        Assert.True(File.Exists(Path.Combine(dir.Sub("resumed"), Trainer.PerplexityPlotFile)));
         Assert.Equal("fine-tuned", Gpt2Checkpoint.ReadProvenance(dir.Sub("resumed")).Kind);
     }
 
@@ -232,6 +233,41 @@ public sealed class TrainingTests
         Assert.Equal(0.5, cosine.At(60), 9);
         Assert.True(cosine.At(30) > linear.At(30));
         Assert.Equal(1.0, (linear with { Shape = LearningRateShape.Constant }).At(100), 9);
+    }
+
+    [Fact]
+    public void ATimeLimitedScheduleWarmsUpBySteps()
+    {
+        var cosine = new LearningRateSchedule(1.0, LearningRateShape.Cosine, WarmupSteps: 10, TotalSteps: 1_000);
+        Assert.Equal(0.1, cosine.At(0, progress: 0.9), 9);     // warm-up counts steps, whatever the time
+        Assert.Equal(0.5, cosine.At(50, progress: 0.5), 9);    // then the decay follows the progress given
+        Assert.Equal(0.0, cosine.At(50, progress: 1.5), 9);
+        Assert.Equal(cosine.At(505), cosine.At(505, cosine.Progress(505)), 12);
+    }
+
+    [Fact]
+    public void ATimeLimitStopsTheRunDecaysTheRateOverTheTimeAndTheShapeOverridesBuildTheModel()
+    {
+        using var dir = TestModels.TempDir();
+        string data = TestData.Prepared(dir.Path);
+        // 300 steps would take over 30 s at 0.1 s each; the limit of 0.6 s leaves a handful.
+        var options = Options(data, "scratch", dir.Sub("run")) with
+        {
+            ModelSize = "tiny", Layers = 1, Width = 64, MaxSteps = 300, Epochs = 100, WarmupSteps = 0, TimeLimitMinutes = 0.01,
+        };
+        var result = new Trainer(options, TextWriter.Null) { AfterStep = _ => Thread.Sleep(100) }.Run();
+
+        Assert.False(result.Interrupted);
+        Assert.InRange(result.Steps, 1, 20);
+        Assert.NotNull(result.EvalLoss);
+        var rates = Trainer.ReadMetrics(dir.Sub("run")).Where(m => m.LearningRate is not null).Select(m => m.LearningRate!.Value).ToList();
+        Assert.True(rates[^1] < 0.7 * options.LearningRate, $"the rate fell only to {rates[^1]} by the end of the time"); // by steps it would still be ~0.98 of the peak
+        using var model = Gpt2Checkpoint.Load(dir.Sub("run"));
+        Assert.Equal((1, 64, 1), (model.Config.Layers, model.Config.Embedding, model.Config.Heads)); // heads: width / 64
+        Assert.Contains("1 layers x 64 wide", Gpt2Checkpoint.ReadProvenance(dir.Sub("run")).Description);
+
+        Assert.Throws<ArgumentException>(() => (options with { Init = dir.Sub("run") }).Validate());
+        Assert.Equal(4, (options with { Heads = 4 }).ScratchConfig().Heads);
     }
 
     [Fact]
