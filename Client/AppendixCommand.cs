@@ -40,12 +40,14 @@ public static class AppendixCommand
         text.AppendLine("# Generated abstracts").AppendLine();
         text.AppendLine(CultureInfo.InvariantCulture, $"Model: {model} ({info.Parameters:N0} parameters; {info.Provenance}).");
         text.AppendLine(CultureInfo.InvariantCulture, $"Nucleus sampling: top-p {sampling.TopP}, top-k {sampling.TopK}, temperature {sampling.Temperature}, at most {sampling.MaxTokens} tokens.");
-        text.AppendLine(CultureInfo.InvariantCulture, $"One sample per title, the only one drawn (title i used seed {seed} + i): nothing was picked or discarded.").AppendLine();
+        text.AppendLine(CultureInfo.InvariantCulture, $"One sample per title, the only one drawn (title i used seed {seed} + i): nothing was picked or discarded.");
+        text.AppendLine(CultureInfo.InvariantCulture, $"{abstracts.Count(a => a.Finish == "stop")} of {titles.Count} ended by themselves (<|endoftext|>); the others were cut at the token limit.").AppendLine();
         for (int i = 0; i < titles.Count; i++)
         {
             text.AppendLine(CultureInfo.InvariantCulture, $"## [{titles[i].Category}] {titles[i].Title}").AppendLine();
             text.AppendLine(abstracts[i].Text.Trim()).AppendLine();
-            text.AppendLine(CultureInfo.InvariantCulture, $"*seed {seed + i + 1}*").AppendLine();
+            string ending = abstracts[i].Finish == "stop" ? "ended by itself" : $"cut at the {sampling.MaxTokens}-token limit";
+            text.AppendLine(CultureInfo.InvariantCulture, $"*seed {seed + i + 1}, {ending}*").AppendLine();
         }
         // The same samples as JSONL beside it, one per line with how each ended and which version wrote it: what
         // `Training -- quality --samples` reads.

@@ -24,13 +24,14 @@ public sealed class AppendixTests(ClusterFixture fixture)
         int[] positions = [.. new[] { "## [cs.AI] Knowledge Patterns", "## [cs.CV] Seeing Cats", "## [cs.CL] Attention Is All You Need" }.Select(h => text.IndexOf(h, StringComparison.Ordinal))];
         Assert.All(positions, p => Assert.True(p >= 0));
         Assert.Equal(positions.Order(), positions);
-        Assert.Equal(["*seed 101*", "*seed 102*", "*seed 103*"], text.Split('\n').Where(l => l.StartsWith("*seed", StringComparison.Ordinal)));
+        var seedLines = text.Split('\n').Where(l => l.StartsWith("*seed", StringComparison.Ordinal)).ToList();
+        Assert.Equal(["*seed 101,", "*seed 102,", "*seed 103,"], seedLines.Select(l => l.Split(' ')[0] + " " + l.Split(' ')[1]));
 
         // Each sample is the one the model gives for that seed: the first draw, not a chosen one.
         var direct = new System.Text.StringBuilder();
         await foreach (var piece in fixture.Grains.WriteAbstractAsync(new AbstractRequest("cs.CV", "Seeing Cats", "tiny", sampling with { Seed = 102 })))
             direct.Append(piece.Text);
-        Assert.Contains("## [cs.CV] Seeing Cats\n\n" + direct.ToString().Trim() + "\n\n*seed 102*", text);
+        Assert.Contains("## [cs.CV] Seeing Cats\n\n" + direct.ToString().Trim() + "\n\n*seed 102, ", text);
 
         // The same samples as JSONL beside the markdown, as `Training -- quality --samples` reads them.
         var samples = OrleansGpt.Training.Quality.Samples.ReadJsonl(Path.ChangeExtension(first, ".jsonl"));
@@ -38,6 +39,9 @@ public sealed class AppendixTests(ClusterFixture fixture)
         Assert.Equal(direct.ToString().Trim(), samples[1].Text);
         Assert.All(samples, x => Assert.NotNull(x.EndedByItself));
         Assert.All(samples, x => Assert.StartsWith("tiny ", x.Source));
+        // How each ended is said under it, and counted at the top.
+        Assert.Equal(samples.Select(x => x.EndedByItself == true ? "ended by itself*" : "cut at the 8-token limit*"), seedLines.Select(l => l[(l.IndexOf(", ", StringComparison.Ordinal) + 2)..]));
+        Assert.Contains($"{samples.Count(x => x.EndedByItself == true)} of 3 ended by themselves", text);
     }
 
     [Fact]
