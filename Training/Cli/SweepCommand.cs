@@ -8,7 +8,7 @@ namespace OrleansGpt.Training.Cli;
 /// <summary>sweep: one training run per value of one setting, as the paper's Tables 4 to 8.</summary>
 internal static class SweepCommand
 {
-    private static readonly string[] s_settings = ["grad-accum", "block-size", "weight-decay", "epochs", "batch-size", "lr", "shape", "warmup-steps", "dtype"];
+    private static readonly string[] s_settings = ["grad-accum", "block-size", "weight-decay", "epochs", "batch-size", "lr", "shape", "warmup-steps", "dtype", "beta2"];
 
     public static void AddTo(RootCommand root)
     {
@@ -72,9 +72,11 @@ internal static class SweepCommand
             "lr" => o with { LearningRate = Real() },
             "warmup-steps" => o with { WarmupSteps = Int() },
             "dtype" => o with { Precision = CommandLine.ResolvePrecision(value) },
-            // LAYERSxWIDTH, heads of 64 wide (GPT-2's head size): "layers vs width at fixed time" with --time-limit.
+            "beta2" => o with { Beta2 = Real() },
+            // LAYERSxWIDTH: "layers vs width at fixed time" with --time-limit; the heads are ScratchConfig's (--heads,
+            // else 64 wide as GPT-2's).
             "shape" => value.Split('x') is [var l, var w] && int.TryParse(l, NumberStyles.Integer, inv, out int layers) && int.TryParse(w, NumberStyles.Integer, inv, out int width)
-                ? o with { Layers = layers, Width = width, Heads = Math.Max(1, width / 64) }
+                ? o with { Layers = layers, Width = width }
                 : throw new ArgumentException($"--vary shape: '{value}' is not LAYERSxWIDTH, e.g. 8x256"),
             _ => throw new ArgumentException($"--vary: unknown setting '{setting}'"),
         }).Validate();

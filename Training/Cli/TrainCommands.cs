@@ -30,8 +30,9 @@ internal static class TrainCommands
         public Option<double> LearningRate { get; } = new("--lr") { Description = "Peak learning rate", DefaultValueFactory = _ => 5e-5 };
         public Option<int> Epochs { get; } = new("--epochs") { Description = "Passes over the training blocks", DefaultValueFactory = _ => 3 };
         public Option<double> WeightDecay { get; } = new("--weight-decay") { Description = "AdamW weight decay (not on biases and LayerNorms)", DefaultValueFactory = _ => 0.0 };
+        public Option<double> Beta2 { get; } = new("--beta2") { Description = "AdamW's second-moment decay (torch: 0.999; 0.95 keeps high learning rates stable)", DefaultValueFactory = _ => 0.999 };
         public Option<long> WarmupSteps { get; } = new("--warmup-steps") { Description = "Linear warm-up steps", DefaultValueFactory = _ => 0 };
-        public Option<string> Schedule { get; } = new("--lr-schedule") { Description = "constant, linear or cosine (after warm-up)", DefaultValueFactory = _ => "linear" };
+        public Option<string> Schedule { get; } = new("--lr-schedule") { Description = "constant, linear, cosine or wsd (after warm-up; wsd holds the peak, then falls linearly over the last 20%)", DefaultValueFactory = _ => "linear" };
         public Option<long?> MaxSteps { get; } = new("--max-steps") { Description = "Stop after this many optimizer steps" };
         public Option<int> EvalEvery { get; } = new("--eval-every") { Description = "Evaluate and checkpoint every N steps (0: only at the end)", DefaultValueFactory = _ => 0 };
         public Option<int> EvalBlocks { get; } = new("--eval-blocks") { Description = "Eval blocks per evaluation (0: the whole eval split)", DefaultValueFactory = _ => 64 };
@@ -45,9 +46,9 @@ internal static class TrainCommands
         public Option<int?> Width { get; } = new("--width") { Description = "Override the preset's width, n_embd (from scratch only)" };
         public Option<double?> TimeLimit { get; } = new("--time-limit") { Description = "Stop after this many minutes and decay the learning rate over them (compare runs at equal cost)" };
 
-        public RunOptions() => Schedule.AcceptOnlyFromAmong("constant", "linear", "cosine");
+        public RunOptions() => Schedule.AcceptOnlyFromAmong("constant", "linear", "cosine", "wsd");
 
-        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, WarmupSteps, Schedule, MaxSteps, EvalEvery, EvalBlocks, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery, Layers, Heads, Width, TimeLimit];
+        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, Beta2, WarmupSteps, Schedule, MaxSteps, EvalEvery, EvalBlocks, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery, Layers, Heads, Width, TimeLimit];
 
         public TrainOptions Read(ParseResult r, string output, bool resume) => new()
         {
@@ -61,6 +62,7 @@ internal static class TrainCommands
             LearningRate = r.GetValue(LearningRate),
             Epochs = r.GetValue(Epochs),
             WeightDecay = r.GetValue(WeightDecay),
+            Beta2 = r.GetValue(Beta2),
             WarmupSteps = r.GetValue(WarmupSteps),
             Schedule = Enum.Parse<LearningRateShape>(r.GetValue(Schedule)!, ignoreCase: true),
             MaxSteps = r.GetValue(MaxSteps),

@@ -37,6 +37,10 @@ public sealed record TrainOptions
     public double LearningRate { get; init; } = 5e-5;
     public int Epochs { get; init; } = 3;
     public double WeightDecay { get; init; }
+
+    /// <summary>AdamW's second-moment decay: torch's 0.999 by default; 0.95 (GPT-3, nanoGPT) forgets an early
+    /// burst of large gradients sooner, which keeps high learning rates stable in short runs from scratch.</summary>
+    public double Beta2 { get; init; } = 0.999;
     public long WarmupSteps { get; init; }
     public LearningRateShape Schedule { get; init; } = LearningRateShape.Linear;
 
@@ -79,6 +83,7 @@ public sealed record TrainOptions
         if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "--lr must be positive");
         if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "--epochs must be at least 1");
         if (WeightDecay < 0) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "--weight-decay must be >= 0");
+        if (!(Beta2 is > 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(Beta2), Beta2, "--beta2 must be in (0, 1)");
         if (WarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, "--warmup-steps must be >= 0");
         if (MaxSteps is < 1) throw new ArgumentOutOfRangeException(nameof(MaxSteps), MaxSteps, "--max-steps must be at least 1");
         if (EvalEvery < 0 || LogEvery < 1) throw new ArgumentOutOfRangeException(nameof(EvalEvery), "--eval-every must be >= 0 and --log-every >= 1");
@@ -98,7 +103,8 @@ public sealed record TrainOptions
         string.Join(";", ModelSize, Init, BlockSize, BatchSize, GradientAccumulation, LearningRate.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             Epochs, WeightDecay.ToString("R", System.Globalization.CultureInfo.InvariantCulture), WarmupSteps, Schedule, MaxSteps, MaxTrainBlocks, Seed, Precision,
             MaxGradNorm.ToString("R", System.Globalization.CultureInfo.InvariantCulture), Dropout, Path.GetFullPath(DataDirectory),
-            Layers, Heads, Width, TimeLimitMinutes?.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
+            Layers, Heads, Width, TimeLimitMinutes?.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+            Beta2.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
 
     /// <summary>The model a run from scratch builds: the preset with the shape overrides and dropout applied.</summary>
     public GptConfig ScratchConfig()

@@ -76,7 +76,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
             model.to(o.Precision.ToScalarType());
         }
         var lm = new CausalLanguageModel(model);
-        using var optimizer = new AdamW(lm.NamedParameters, o.WeightDecay, masters);
+        using var optimizer = new AdamW(lm.NamedParameters, o.WeightDecay, masters, beta2: o.Beta2);
         if (masters is not null)
             foreach (var t in masters.Values) t.Dispose();
 

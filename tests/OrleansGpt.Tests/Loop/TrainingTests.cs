@@ -233,6 +233,12 @@ public sealed class TrainingTests
         Assert.Equal(0.5, cosine.At(60), 9);
         Assert.True(cosine.At(30) > linear.At(30));
         Assert.Equal(1.0, (linear with { Shape = LearningRateShape.Constant }).At(100), 9);
+        // Warm-up, stable, decay: the peak until 80% of the decay's way (step 90 of 10..110), then linearly to 0.
+        var wsd = linear with { Shape = LearningRateShape.Wsd };
+        Assert.Equal(0.1, wsd.At(0), 9);
+        Assert.Equal(1.0, wsd.At(90), 9);
+        Assert.Equal(0.5, wsd.At(100), 9);
+        Assert.Equal(0.0, wsd.At(110), 9);
     }
 
     [Fact]
