@@ -20,6 +20,7 @@ internal static class BenchCommands
         bench.Subcommands.Add(DecodeCommand());
         bench.Subcommands.Add(TrainCommand());
         bench.Subcommands.Add(ServeCommand());
+        bench.Subcommands.Add(ProfileCommand());
         root.Subcommands.Add(bench);
     }
 
@@ -67,9 +68,10 @@ internal static class BenchCommands
         var requests = new Option<int>("--requests") { Description = "Requests per concurrency level", DefaultValueFactory = _ => 64 };
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length (random token ids)", DefaultValueFactory = _ => 32 };
         var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens generated per request", DefaultValueFactory = _ => 64 };
+        var samplingThreads = new Option<string>("--sampling-threads") { Description = "Threads sampling a step's rows, comma-separated to compare (1: the engine thread alone)", DefaultValueFactory = _ => Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture) };
         var command = new Command("serve", "The continuous-batching engine alone, in process (no Orleans, no client): tok/s, time to first token, and where the decode thread's time goes")
         {
-            model, dtype, concurrency, requests, promptTokens, maxTokens,
+            model, dtype, concurrency, requests, promptTokens, maxTokens, samplingThreads,
         };
         command.SetHandler(r => ServeAsync(r).GetAwaiter().GetResult());
         return command;
@@ -78,13 +80,16 @@ internal static class BenchCommands
         {
             var precision = CommandLine.ResolvePrecision(r.GetValue(dtype)!);
             using var gpt = RandomModel(GptConfig.FromPreset(r.GetValue(model)!), precision);
+            TokenSampler.WarmUp(); // here, not in the first level's first request
             int prompt = r.GetValue(promptTokens), newTokens = r.GetValue(maxTokens), total = r.GetValue(requests);
             Console.WriteLine($"{r.GetValue(model)} {precision.Name()}, random weights; {prompt}-token prompts, {newTokens} new tokens, top-p 0.9; threads {get_num_threads()}");
-            Console.WriteLine("| concurrency | tok/s | TTFT p50 ms | TTFT p99 ms | decode ms/step | rows/step | sampling ms/row | prefill s | decode s | sampling s |");
-            Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            Console.WriteLine("| concurrency | sampling threads | tok/s | TTFT p50 ms | TTFT p99 ms | decode ms/step | rows/step | sampling ms/row | prefill s | decode s | sampling s |");
+            Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            int[] threadCounts = CommandLine.ParseIntList(r.GetValue(samplingThreads)!, "--sampling-threads");
             foreach (int c in CommandLine.ParseIntList(r.GetValue(concurrency)!, "--concurrency"))
+            foreach (int threads in threadCounts)
             {
-                using var engine = new ContinuousBatcher(gpt, new BatcherOptions { Slots = c, MaxQueue = c, MaxPromptTokens = prompt, MaxNewTokens = newTokens, Name = "bench" });
+                using var engine = new ContinuousBatcher(gpt, new BatcherOptions { Slots = c, MaxQueue = c, MaxPromptTokens = prompt, MaxNewTokens = newTokens, SamplingThreads = threads, Name = "bench" });
                 var ttft = new List<double>();
                 long tokens = 0;
                 int next = 0;
@@ -111,13 +116,52 @@ internal static class BenchCommands
                 ttft.Sort();
                 double Percentile(double p) => ttft[Math.Min(ttft.Count - 1, (int)Math.Ceiling(p * ttft.Count) - 1)];
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"| {c} | {tokens / seconds:F1} | {Percentile(0.5):F0} | {Percentile(0.99):F0} | {EngineTimingsMs(t.DecodeTicks, engine.Steps):F1} | {(double)t.DecodeRows / Math.Max(1, engine.Steps):F1} | " +
+                    $"| {c} | {threads} | {tokens / seconds:F1} | {Percentile(0.5):F0} | {Percentile(0.99):F0} | {EngineTimingsMs(t.DecodeTicks, engine.Steps):F1} | {(double)t.DecodeRows / Math.Max(1, engine.Steps):F1} | " +
                     $"{EngineTimingsMs(t.SamplingTicks, tokens):F2} | {ContinuousBatcher.EngineTimings.Seconds(t.PrefillTicks):F1} | {ContinuousBatcher.EngineTimings.Seconds(t.DecodeTicks):F1} | {ContinuousBatcher.EngineTimings.Seconds(t.SamplingTicks):F1} |"));
             }
             return 0;
         }
 
         static double EngineTimingsMs(long ticks, long count) => ContinuousBatcher.EngineTimings.Seconds(ticks) * 1000 / Math.Max(1, count);
+    }
+
+    private static Command ProfileCommand()
+    {
+        var model = new Option<string>("--model") { Description = "Model size to build with random weights", DefaultValueFactory = _ => "small" };
+        model.AcceptOnlyFromAmong([.. GptConfig.PresetNames]);
+        var dtype = new Option<string>("--dtype") { Description = "fp32 or bf16", DefaultValueFactory = _ => "bf16" };
+        var batches = new Option<string>("--batch") { Description = "Rows per decode step, comma-separated", DefaultValueFactory = _ => "1,8,32" };
+        var context = new Option<int>("--context") { Description = "Positions each row attends to (a 32-token prompt halfway through 128 new tokens: 96)", DefaultValueFactory = _ => 96 };
+        var repeats = new Option<int>("--repeats") { Description = "Timed repeats of each part (the median is printed)", DefaultValueFactory = _ => 21 };
+        var command = new Command("profile", "Print where one decode step's time goes (each part timed alone at the step's shapes) beside the whole step timed through the engine's path")
+        {
+            model, dtype, batches, context, repeats,
+        };
+        command.SetHandler(r =>
+        {
+            var precision = CommandLine.ResolvePrecision(r.GetValue(dtype)!);
+            int[] rows = CommandLine.ParseIntList(r.GetValue(batches)!, "--batch");
+            int L = r.GetValue(context), n = r.GetValue(repeats);
+            if (n < 1) throw new ArgumentException("--repeats must be at least 1");
+            using var gpt = RandomModel(GptConfig.FromPreset(r.GetValue(model)!), precision);
+            if (L < 2 || L + n + 3 > gpt.Config.BlockSize)
+                throw new ArgumentException($"--context {L} must be at least 2 and leave room for {n + 3} steps in the block size {gpt.Config.BlockSize}");
+            var results = rows.Select(b => DecodeProfile.Measure(gpt, b, L, n)).ToArray();
+            Console.WriteLine($"{r.GetValue(model)} {precision.Name()}, random weights, {L} positions attended, threads {get_num_threads()}; ms per decode step (share of the whole step)");
+            Console.WriteLine($"| part | {string.Join(" | ", rows.Select(b => $"{b} row{(b == 1 ? "" : "s")}"))} |");
+            Console.WriteLine($"|---|{string.Concat(rows.Select(_ => "---:|"))}");
+            string Cell(double ms, double step) => string.Create(CultureInfo.InvariantCulture, $"{ms:F2} ({ms / step:P0})");
+            for (int i = 0; i < results[0].Parts.Count; i++)
+                Console.WriteLine($"| {results[0].Parts[i].Name} | {string.Join(" | ", results.Select(x => Cell(x.Parts[i].Milliseconds, x.Step)))} |");
+            Console.WriteLine($"| sum of the parts | {string.Join(" | ", results.Select(x => Cell(x.Parts.Sum(p => p.Milliseconds), x.Step)))} |");
+            Console.WriteLine($"| **whole step (engine path)** | {string.Join(" | ", results.Select(x => string.Create(CultureInfo.InvariantCulture, $"**{x.Step:F2}**")))} |");
+            Console.WriteLine($"| the same step as a fixed batch (one cache, rows in lockstep) | {string.Join(" | ", results.Select(x => Cell(x.FixedBatch, x.Step)))} |");
+            Console.WriteLine($"| step minus parts (calls, allocation, weights streamed from memory) | {string.Join(" | ", results.Select(x => Cell(x.Step - x.Parts.Sum(p => p.Milliseconds), x.Step)))} |");
+            Console.WriteLine($"| the same step on a skeleton model (8 per head, 1k vocabulary): the calls alone | {string.Join(" | ", results.Select(x => Cell(x.Floor, x.Step)))} |");
+            Console.WriteLine($"| tok/s at this step time | {string.Join(" | ", rows.Zip(results, (b, x) => string.Create(CultureInfo.InvariantCulture, $"{b * 1000 / x.Step:F0}")))} |");
+            return 0;
+        });
+        return command;
     }
 
     private static Command DecodeCommand()
@@ -239,6 +283,7 @@ internal static class BenchCommands
         var samplers = Enumerable.Range(0, batch).Select(i => new TokenSampler(new SamplingSettings { TopP = 0.9, MaxNewTokens = newTokens + 1, Seed = i })).ToArray();
         var generator = new TextGenerator(gpt);
 
+        TokenSampler.WarmUp();
         // One short warm-up run so one-time allocation and thread start-up are not billed to the prefill.
         foreach (var _ in generator.GenerateBatch([prompts[0]], [new TokenSampler(new SamplingSettings { MaxNewTokens = 2, Seed = 0 })])) { }
 

@@ -30,6 +30,10 @@ public sealed record BatcherOptions
     /// <summary>Most prompts prefilled together in one forward.</summary>
     public int PrefillBatch { get; init; } = 16;
 
+    /// <summary>Threads that sample a decode step's rows at once (each row's draw is its own, so the count never
+    /// changes a token); 1 samples on the engine thread alone. Default: one per core.</summary>
+    public int SamplingThreads { get; init; } = Environment.ProcessorCount;
+
     /// <summary>Suggested wait for a refused request.</summary>
     public TimeSpan RetryAfter { get; init; } = TimeSpan.FromSeconds(1);
 
@@ -202,6 +206,7 @@ public sealed class ContinuousBatcher : IDisposable
     private void Loop()
     {
         using var noGrad = no_grad(); // grad mode is per thread
+        TokenSampler.WarmUp(); // once per process: the first requests would otherwise sample ~10x slower
         while (!_stopping.IsCancellationRequested)
         {
             try
@@ -357,16 +362,42 @@ public sealed class ContinuousBatcher : IDisposable
         int[] served = [.. Enumerable.Range(0, rows).Where(s => decoding[s])];
         if (Forward(served, () => _model.NextTokenLogits(tensor(input, [rows, 1L]), _cache.Decode(rows, decoding))) is not { } logits) // (R, V)
             return true;
-        var all = MemoryMarshal.Cast<byte, float>(logits.bytes);
         int vocab = (int)logits.shape[1];
         Timings.Add(ref Timings.DecodeTicks, start);
         Steps++;
         Timings.DecodeRows += rows;
+
+        // Rows are sampled on all cores at once (each request has its own sampler, so the draws do not depend on
+        // how rows are spread), then emitted in slot order on this thread, which alone touches the slots.
+        long sampling = Stopwatch.GetTimestamp();
+        var chosen = new (int Token, Exception? Error)[rows];
+        unsafe
+        {
+            fixed (float* first = MemoryMarshal.Cast<byte, float>(logits.bytes)) // libtorch's memory: fixed only yields its address
+            {
+                nint address = (nint)first;
+                Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = rows < ParallelSamplingRows ? 1 : Math.Max(1, _options.SamplingThreads) }, s =>
+                {
+                    if (decoding[s] && _slots[s] is { } r)
+                        chosen[s] = Sample(r, new ReadOnlySpan<float>((float*)address + (long)s * vocab, vocab));
+                });
+            }
+        }
+        Timings.Add(ref Timings.SamplingTicks, sampling);
         for (int s = 0; s < rows; s++)
             if (decoding[s] && _slots[s] is { } r)
-                SampleAndEmit(s, r, all.Slice(s * vocab, vocab));
+            {
+                if (chosen[s].Error is { } error)
+                    Fail(s, r, error as RequestFailedException ?? new RequestFailedException($"Sampling failed for this request: {error.Message}", error));
+                else
+                    Emit(s, r, chosen[s].Token);
+            }
         return true;
     }
+
+    /// <summary>Below this many rows a decode step samples them one after another: handing rows to other threads costs
+    /// more than the few rows' sampling (~0.3 ms each for GPT-2's 50k vocabulary).</summary>
+    private const int ParallelSamplingRows = 4;
 
     /// <summary>Runs one forward pass (contiguous logits) for the requests in <paramref name="slots"/>; when it throws,
     /// fails those requests alone and returns null. The other slots' caches were not written by it.</summary>
@@ -392,22 +423,30 @@ public sealed class ContinuousBatcher : IDisposable
     private void SampleAndEmit(int slot, Request request, ReadOnlySpan<float> logits)
     {
         long start = Stopwatch.GetTimestamp();
-        int token;
+        var (token, error) = Sample(request, logits);
+        Timings.Add(ref Timings.SamplingTicks, start);
+        if (error is not null)
+            Fail(slot, request, error as RequestFailedException ?? new RequestFailedException($"Sampling failed for this request: {error.Message}", error));
+        else
+            Emit(slot, request, token);
+    }
+
+    /// <summary>The request's next token from its row of logits, or why there is none. Touches only the request's
+    /// own sampler, so rows can be sampled on several threads at once.</summary>
+    private (int Token, Exception? Error) Sample(Request request, ReadOnlySpan<float> logits)
+    {
         try
         {
             // MaxMagnitude is NaN when any element is; +-infinity when any is infinite.
             if (!float.IsFinite(System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(logits)))
                 throw new RequestFailedException($"{_options.Name} computed logits that are not finite (NaN or infinite) for this request " +
                     $"after {request.Generated} generated tokens: the checkpoint is numerically broken for this input");
-            token = request.Sampler.Next(logits);
+            return (request.Sampler.Next(logits), null);
         }
         catch (Exception e)
         {
-            Fail(slot, request, e as RequestFailedException ?? new RequestFailedException($"Sampling failed for this request: {e.Message}", e));
-            return;
+            return (0, e);
         }
-        Timings.Add(ref Timings.SamplingTicks, start);
-        Emit(slot, request, token);
     }
 
     private void Emit(int slot, Request request, int token)
