@@ -41,7 +41,9 @@ public static class AppendixCommand
         text.AppendLine(CultureInfo.InvariantCulture, $"Model: {model} ({info.Parameters:N0} parameters; {info.Provenance}).");
         text.AppendLine(CultureInfo.InvariantCulture, $"Nucleus sampling: top-p {sampling.TopP}, top-k {sampling.TopK}, temperature {sampling.Temperature}, at most {sampling.MaxTokens} tokens.");
         text.AppendLine(CultureInfo.InvariantCulture, $"One sample per title, the only one drawn (title i used seed {seed} + i): nothing was picked or discarded.");
-        text.AppendLine(CultureInfo.InvariantCulture, $"{abstracts.Count(a => a.Finish == "stop")} of {titles.Count} ended by themselves (<|endoftext|>); the others were cut at the token limit.").AppendLine();
+        int ended = abstracts.Count(a => a.Finish == "stop");
+        text.Append(CultureInfo.InvariantCulture, $"{ended} of {titles.Count} ended by themselves (<|endoftext|>)")
+            .AppendLine(ended == titles.Count ? "." : "; the others were cut at the token limit.").AppendLine();
         for (int i = 0; i < titles.Count; i++)
         {
             text.AppendLine(CultureInfo.InvariantCulture, $"## [{titles[i].Category}] {titles[i].Title}").AppendLine();

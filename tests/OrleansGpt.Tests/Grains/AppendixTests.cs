@@ -42,6 +42,7 @@ public sealed class AppendixTests(ClusterFixture fixture)
         // How each ended is said under it, and counted at the top.
         Assert.Equal(samples.Select(x => x.EndedByItself == true ? "ended by itself*" : "cut at the 8-token limit*"), seedLines.Select(l => l[(l.IndexOf(", ", StringComparison.Ordinal) + 2)..]));
         Assert.Contains($"{samples.Count(x => x.EndedByItself == true)} of 3 ended by themselves", text);
+        Assert.Equal(samples.Any(x => x.EndedByItself != true), text.Contains("the others were cut", StringComparison.Ordinal));
     }
 
     [Fact]
