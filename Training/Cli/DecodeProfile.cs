@@ -102,9 +102,8 @@ internal static class DecodeProfile
         };
         using var logits = gpt.Logits(x.view(R, C)); // (R, V)
         parts.Add(new("logits to fp32, contiguous", Time(() => logits.to(ScalarType.Float32).contiguous())));
-        // An untimed round first: the model's C# (thousands of calls a step) must be past .NET's first tier before
-        // either path is timed, or whichever runs first is billed for the JIT (the fixed batch read 21 ms against
-        // 16 at one row when it ran second without this).
+        // An untimed round of each path first: the code of both must be past .NET's first tier before either is
+        // timed (without this round the fixed batch read 21 ms at one row, against 15 ms with it).
         WholeStep(gpt, rows, context, repeats);
         WholeStep(gpt, rows, context, repeats, fixedBatch: true);
         var (step, sampling) = WholeStep(gpt, rows, context, repeats);

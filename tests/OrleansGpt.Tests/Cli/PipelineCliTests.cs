@@ -25,9 +25,10 @@ public sealed class PipelineCliTests
         var real = OrleansGpt.Training.Quality.Samples.ReadSplit(dir.Sub("data"), "eval", 3);
         Assert.Equal(real.Select(p => ($"cs.{p.Category}", p.Title)), rows.Select(r => (r.Category, r.Title)));
 
-        string[] train = ["train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--model", "tiny", "--block-size", "32", "--batch-size", "2", "--max-steps", "2", "--lr", "1e-3", "--eval-blocks", "2", "--log-every", "1"];
+        string[] train = ["train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--model", "tiny", "--block-size", "32", "--batch-size", "2", "--max-steps", "2", "--lr", "1e-3", "--eval-blocks", "2", "--log-every", "1", "--beta2", "0.95", "--lr-schedule", "wsd"];
         var trained = Run(train);
         Assert.True(trained.ExitCode == 0, trained.Stderr + trained.Stdout);
+        Assert.Contains("(wsd, 0 warm-up steps), betas (0.9, 0.95)", trained.Stdout);
         Assert.Contains("2 batch x 1 accum x 32 tokens = 64 tokens/step", trained.Stdout);
         Assert.Contains("step 2/2", trained.Stdout);
         Assert.True(File.Exists(Path.Combine(dir.Sub("run"), "metrics.jsonl")));
@@ -109,5 +110,9 @@ public sealed class PipelineCliTests
         var shape = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "shape=8");
         Assert.Equal(1, shape.ExitCode);
         Assert.Contains("'8' is not LAYERSxWIDTH", shape.Stderr);
+
+        var beta2 = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "beta2=0.95,1");
+        Assert.Equal(1, beta2.ExitCode);
+        Assert.Contains("--beta2 must be in (0, 1)", beta2.Stderr);
     }
 }
