@@ -25,9 +25,10 @@ internal static class SweepCommand
             string outDir = r.GetValue(output)!;
             var inv = CultureInfo.InvariantCulture;
             var rows = new List<string>();
-            foreach (string value in values)
+            // Every value is checked before the first run starts: a bad last value must not surface hours later.
+            var runs = values.Select(value => (Value: value, Options: Apply(run.Read(r, Path.Combine(outDir, $"{setting}-{value}"), resume: false), setting, value))).ToList();
+            foreach (var (value, options) in runs)
             {
-                var options = Apply(run.Read(r, Path.Combine(outDir, $"{setting}-{value}"), resume: false), setting, value);
                 Console.Error.WriteLine($"== {setting} = {value}");
                 var result = new Trainer(options, Console.Error).Run();
                 rows.Add(string.Create(inv, $"| {value} | {result.MeanTrainLoss:F4} | {result.EvalLoss:F4} | {result.Perplexity:F2} | {result.Steps:N0} | {result.TokensSeen:N0} | {result.Seconds:F0} |"));
