@@ -71,9 +71,15 @@ public sealed class ApiEdgeTests(ClusterFixture fixture)
     public async Task ABodyOverTheLimitIsRefusedWith413BeforeItIsRead()
     {
         // Api:MaxRequestBodyBytes is 1 MiB: a 2 MB prompt is refused by size, with OpenAI's error body naming the setting.
+        // The request says its length and waits for "100 Continue" before sending the body, as a client sending
+        // megabytes should: the server refuses from the length alone, and no body is in flight when it closes the
+        // connection (a body still being written then reads as a broken pipe, not a 413, on the client's side).
+        string json = JsonSerializer.Serialize(new { model = "tiny", prompt = new string('x', 2_000_000), title = "t" });
         foreach (var path in new[] { "/v1/completions", "/v1/abstracts", "/v1/fine-tunes" })
         {
-            var refused = await _http.PostAsJsonAsync(path, new { model = "tiny", prompt = new string('x', 2_000_000), title = "t" });
+            using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(json, Encoding.UTF8, "application/json") };
+            request.Headers.ExpectContinue = true;
+            var refused = await _http.SendAsync(request);
             Assert.Equal(HttpStatusCode.RequestEntityTooLarge, refused.StatusCode);
             var error = (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
             Assert.Equal("request_too_large", error.GetProperty("code").GetString());
