@@ -370,7 +370,7 @@ public sealed class ContinuousBatcher : IDisposable
         // Rows are sampled on all cores at once (each request has its own sampler, so the draws do not depend on
         // how rows are spread), then emitted in slot order on this thread, which alone touches the slots.
         long sampling = Stopwatch.GetTimestamp();
-        var chosen = new (int Token, Exception? Error)[rows];
+        var chosen = new (int Token, RequestFailedException? Error)[rows];
         unsafe
         {
             fixed (float* first = MemoryMarshal.Cast<byte, float>(logits.bytes)) // libtorch's memory: fixed only yields its address
@@ -388,7 +388,7 @@ public sealed class ContinuousBatcher : IDisposable
             if (decoding[s] && _slots[s] is { } r)
             {
                 if (chosen[s].Error is { } error)
-                    Fail(s, r, error as RequestFailedException ?? new RequestFailedException($"Sampling failed for this request: {error.Message}", error));
+                    Fail(s, r, error);
                 else
                     Emit(s, r, chosen[s].Token);
             }
@@ -426,14 +426,14 @@ public sealed class ContinuousBatcher : IDisposable
         var (token, error) = Sample(request, logits);
         Timings.Add(ref Timings.SamplingTicks, start);
         if (error is not null)
-            Fail(slot, request, error as RequestFailedException ?? new RequestFailedException($"Sampling failed for this request: {error.Message}", error));
+            Fail(slot, request, error);
         else
             Emit(slot, request, token);
     }
 
     /// <summary>The request's next token from its row of logits, or why there is none. Touches only the request's
     /// own sampler, so rows can be sampled on several threads at once.</summary>
-    private (int Token, Exception? Error) Sample(Request request, ReadOnlySpan<float> logits)
+    private (int Token, RequestFailedException? Error) Sample(Request request, ReadOnlySpan<float> logits)
     {
         try
         {
@@ -445,7 +445,7 @@ public sealed class ContinuousBatcher : IDisposable
         }
         catch (Exception e)
         {
-            return (0, e);
+            return (0, e as RequestFailedException ?? new RequestFailedException($"Sampling failed for this request: {e.Message}", e));
         }
     }
 

@@ -40,7 +40,7 @@ public sealed class TokenSampler
         {
             if (s_warm) return;
             var random = new Random(1);
-            var logits = new float[50_258];
+            var logits = new float[Text.Gpt2Tokenizer.VocabSize];
             for (int i = 0; i < logits.Length; i++) logits[i] = (float)(random.NextDouble() - 0.5); // near-uniform: the widest nucleus
             var sampler = new TokenSampler(new SamplingSettings { TopP = 0.9, Seed = 1 });
             var clock = System.Diagnostics.Stopwatch.StartNew();
