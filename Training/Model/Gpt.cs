@@ -6,6 +6,7 @@
 // Module fields carry Hugging Face's state-dict names (wte, wpe, h, ln_f, ln_1, attn, c_attn, c_proj, mlp,
 // c_fc): TorchSharp registers submodules and parameters under their field names, so these names *are* the
 // checkpoint keys (without the "transformer." prefix GPT2LMHeadModel adds). See Gpt2Checkpoint.
+using OrleansGpt.Training.Numerics;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -134,7 +135,9 @@ public sealed class Conv1D : nn.Module<Tensor, Tensor>
         long[] shape = x.shape;
         shape[^1] = _outFeatures;
         using var flat = x.reshape(-1, _inFeatures);
-        using var y = addmm(bias, flat, weight, beta: 1, alpha: 1);
+        using var y = SmallBatchMatMul.Applies(flat.shape[0], flat, weight)
+            ? SmallBatchMatMul.Forward(flat, weight, bias) // a decode step's few rows: both cores streaming the weights
+            : addmm(bias, flat, weight, beta: 1, alpha: 1);
         return y.view(shape);
     }
 }
@@ -449,11 +452,24 @@ public sealed class Gpt : nn.Module
     /// <returns>Logits (..., V) in the model's dtype.</returns>
     public Tensor Logits(Tensor hidden)
     {
-        // One row is a matrix-vector product bound by memory bandwidth. libtorch's CPU GEMV streams a (C, V)
-        // row-major matrix 1.7x faster than the transposed view of wte's (V, C) (fp32 small: 9.5 vs 16.6 ms
-        // per token here), so single-sequence decoding keeps a (C, V) copy. Several rows go through linear.
-        if (!training && hidden.NumberOfElements == Config.Embedding)
-            return matmul(hidden, OutputInOut());
+        // A few rows are matrix-vector products bound by memory bandwidth, which read a (C, V) row-major matrix
+        // faster than the transposed view of wte's (V, C): libtorch's CPU GEMV 1.7x (fp32 small: 9.5 vs 16.6 ms per
+        // token here), and SmallBatchMatMul only reads that layout. So decoding keeps a (C, V) copy. Batches of
+        // many rows go through linear.
+        if (!training)
+        {
+            long rows = hidden.NumberOfElements / Config.Embedding;
+            if (SmallBatchMatMul.Applies(rows, hidden, wte.weight!))
+            {
+                long[] shape = hidden.shape;
+                shape[^1] = Config.VocabSize;
+                using var flat = hidden.reshape(-1, Config.Embedding);
+                using var logits = SmallBatchMatMul.Forward(flat, OutputInOut(), bias: null);
+                return logits.view(shape);
+            }
+            if (rows == 1)
+                return matmul(hidden, OutputInOut());
+        }
         return nn.functional.linear(hidden, wte.weight!);
     }
 
@@ -506,6 +522,7 @@ public sealed class Gpt : nn.Module
     /// <returns>Logits (B, V) as float32.</returns>
     public Tensor NextTokenLogits(Tensor idx, IKvCache? cache = null)
     {
+        using var threads = SmallBatchMatMul.StepOf(idx.NumberOfElements, Dtype, Device);
         using var scope = NewDisposeScope();
         var hidden = Hidden(idx, cache); // (B, T, C)
         var last = hidden.select(1, hidden.shape[1] - 1); // (B, C)
@@ -518,6 +535,7 @@ public sealed class Gpt : nn.Module
     /// <returns>Logits (B, V) as float32.</returns>
     public Tensor NextTokenLogits(Tensor idx, IKvCache cache, int[] lengths)
     {
+        using var threads = SmallBatchMatMul.StepOf(idx.NumberOfElements, Dtype, Device);
         using var scope = NewDisposeScope();
         var hidden = Hidden(idx, cache); // (B, T, C)
         var rows = arange(0, hidden.shape[0], dtype: ScalarType.Int64, device: hidden.device);
