@@ -69,9 +69,10 @@ internal static class BenchCommands
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length (random token ids)", DefaultValueFactory = _ => 32 };
         var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens generated per request", DefaultValueFactory = _ => 64 };
         var samplingThreads = new Option<string>("--sampling-threads") { Description = "Threads sampling a step's rows, comma-separated to compare (1: the engine thread alone)", DefaultValueFactory = _ => Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture) };
+        var kernel = CommandLine.KernelOption();
         var command = new Command("serve", "The continuous-batching engine alone, in process (no Orleans, no client): tok/s, time to first token, and where the decode thread's time goes")
         {
-            model, dtype, concurrency, requests, promptTokens, maxTokens, samplingThreads,
+            model, dtype, concurrency, requests, promptTokens, maxTokens, samplingThreads, kernel,
         };
         command.SetHandler(r => ServeAsync(r).GetAwaiter().GetResult());
         return command;
@@ -83,12 +84,15 @@ internal static class BenchCommands
             TokenSampler.WarmUp(); // here, not in the first level's first request
             int prompt = r.GetValue(promptTokens), newTokens = r.GetValue(maxTokens), total = r.GetValue(requests);
             Console.WriteLine($"{r.GetValue(model)} {precision.Name()}, random weights; {prompt}-token prompts, {newTokens} new tokens, top-p 0.9; threads {get_num_threads()}");
-            Console.WriteLine("| concurrency | sampling threads | tok/s | TTFT p50 ms | TTFT p99 ms | decode ms/step | rows/step | sampling ms/row | prefill s | decode s | sampling s |");
-            Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            Console.WriteLine("| concurrency | kernel | sampling threads | tok/s | TTFT p50 ms | TTFT p99 ms | decode ms/step | rows/step | sampling ms/row | prefill s | decode s | sampling s |");
+            Console.WriteLine("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             int[] threadCounts = CommandLine.ParseIntList(r.GetValue(samplingThreads)!, "--sampling-threads");
+            bool[] kernels = CommandLine.ParseKernels(r.GetValue(kernel)!);
             foreach (int c in CommandLine.ParseIntList(r.GetValue(concurrency)!, "--concurrency"))
+            foreach (bool own in kernels)
             foreach (int threads in threadCounts)
             {
+                SmallBatchMatMul.Enabled = own;
                 using var engine = new ContinuousBatcher(gpt, new BatcherOptions { Slots = c, MaxQueue = c, MaxPromptTokens = prompt, MaxNewTokens = newTokens, SamplingThreads = threads, Name = "bench" });
                 var ttft = new List<double>();
                 long tokens = 0;
@@ -116,7 +120,7 @@ internal static class BenchCommands
                 ttft.Sort();
                 double Percentile(double p) => ttft[Math.Min(ttft.Count - 1, (int)Math.Ceiling(p * ttft.Count) - 1)];
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"| {c} | {threads} | {tokens / seconds:F1} | {Percentile(0.5):F0} | {Percentile(0.99):F0} | {EngineTimingsMs(t.DecodeTicks, engine.Steps):F1} | {(double)t.DecodeRows / Math.Max(1, engine.Steps):F1} | " +
+                    $"| {c} | {CommandLine.KernelName(own)} | {threads} | {tokens / seconds:F1} | {Percentile(0.5):F0} | {Percentile(0.99):F0} | {EngineTimingsMs(t.DecodeTicks, engine.Steps):F1} | {(double)t.DecodeRows / Math.Max(1, engine.Steps):F1} | " +
                     $"{EngineTimingsMs(t.SamplingTicks, tokens):F2} | {ContinuousBatcher.EngineTimings.Seconds(t.PrefillTicks):F1} | {ContinuousBatcher.EngineTimings.Seconds(t.DecodeTicks):F1} | {ContinuousBatcher.EngineTimings.Seconds(t.SamplingTicks):F1} |"));
             }
             return 0;
@@ -133,12 +137,17 @@ internal static class BenchCommands
         var batches = new Option<string>("--batch") { Description = "Rows per decode step, comma-separated", DefaultValueFactory = _ => "1,8,32" };
         var context = new Option<int>("--context") { Description = "Positions each row attends to (a 32-token prompt halfway through 128 new tokens: 96)", DefaultValueFactory = _ => 96 };
         var repeats = new Option<int>("--repeats") { Description = "Timed repeats of each part (the median is printed)", DefaultValueFactory = _ => 21 };
+        var kernel = CommandLine.KernelOption();
+        kernel.Description = "Matrix products of up to 8 rows: own or torch";
         var command = new Command("profile", "Print where one decode step's time goes (each part timed alone at the step's shapes) beside the whole step timed through the engine's path")
         {
-            model, dtype, batches, context, repeats,
+            model, dtype, batches, context, repeats, kernel,
         };
         command.SetHandler(r =>
         {
+            bool[] kernels = CommandLine.ParseKernels(r.GetValue(kernel)!);
+            if (kernels.Length != 1) throw new ArgumentException("--kernel takes one value here (own or torch)");
+            SmallBatchMatMul.Enabled = kernels[0];
             var precision = CommandLine.ResolvePrecision(r.GetValue(dtype)!);
             int[] rows = CommandLine.ParseIntList(r.GetValue(batches)!, "--batch");
             int L = r.GetValue(context), n = r.GetValue(repeats);
@@ -147,7 +156,7 @@ internal static class BenchCommands
             if (L < 2 || L + n + 3 > gpt.Config.BlockSize)
                 throw new ArgumentException($"--context {L} must be at least 2 and leave room for {n + 3} steps in the block size {gpt.Config.BlockSize}");
             var results = rows.Select(b => DecodeProfile.Measure(gpt, b, L, n)).ToArray();
-            Console.WriteLine($"{r.GetValue(model)} {precision.Name()}, random weights, {L} positions attended, threads {get_num_threads()}; ms per decode step (share of the whole step)");
+            Console.WriteLine($"{r.GetValue(model)} {precision.Name()}, random weights, {L} positions attended, threads {get_num_threads()}, kernel {CommandLine.KernelName(kernels[0])}; ms per decode step (share of the whole step)");
             Console.WriteLine($"| part | {string.Join(" | ", rows.Select(b => $"{b} row{(b == 1 ? "" : "s")}"))} |");
             Console.WriteLine($"|---|{string.Concat(rows.Select(_ => "---:|"))}");
             string Cell(double ms, double step) => string.Create(CultureInfo.InvariantCulture, $"{ms:F2} ({ms / step:P0})");
@@ -173,9 +182,10 @@ internal static class BenchCommands
         var dtypes = new Option<string>("--dtype") { Description = "Precisions, comma-separated (fp32, bf16)", DefaultValueFactory = _ => "fp32,bf16" };
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length per sequence", DefaultValueFactory = _ => 64 };
         var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to decode per sequence", DefaultValueFactory = _ => 48 };
+        var kernel = CommandLine.KernelOption();
         var command = new Command("decode", "Print prefill and decode tokens/s and ms per step for each batch size (nucleus sampling with top-p 0.9 included)")
         {
-            model, checkpoint, batches, dtypes, promptTokens, newTokens,
+            model, checkpoint, batches, dtypes, promptTokens, newTokens, kernel,
         };
         command.SetHandler(r =>
         {
@@ -183,8 +193,9 @@ internal static class BenchCommands
             var precisions = r.GetValue(dtypes)!.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(CommandLine.ResolvePrecision).Distinct().ToArray();
             int p = r.GetValue(promptTokens), steps = r.GetValue(newTokens);
             Console.WriteLine($"threads {get_num_threads()}, native bf16 {(PrecisionSupport.CpuHasNativeBf16 ? "yes" : "no")}, prompt {p} tokens, {steps} new tokens per sequence");
-            Console.WriteLine("| model | dtype | batch | prefill tok/s | prefill ms | decode tok/s | ms/step |");
-            Console.WriteLine("|---|---|---|---|---|---|---|");
+            bool[] kernels = CommandLine.ParseKernels(r.GetValue(kernel)!);
+            Console.WriteLine("| model | dtype | batch | kernel | prefill tok/s | prefill ms | decode tok/s | ms/step |");
+            Console.WriteLine("|---|---|---|---|---|---|---|---|");
             foreach (var precision in precisions)
             {
                 using var gpt = r.GetValue(checkpoint) is { } dir
@@ -194,10 +205,12 @@ internal static class BenchCommands
                     throw new ArgumentException($"--prompt-tokens {p} + --new-tokens {steps} exceed the block size {gpt.Config.BlockSize}");
                 string name = r.GetValue(checkpoint) ?? r.GetValue(model)!;
                 foreach (int batch in batchSizes)
+                foreach (bool own in kernels)
                 {
+                    SmallBatchMatMul.Enabled = own;
                     var (prefillSeconds, decodeSeconds, decodeSteps) = MeasureDecode(gpt, batch, p, steps);
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"| {name} | {precision.Name()} | {batch} | {batch * p / prefillSeconds:F0} | {prefillSeconds * 1000:F0} | {batch * decodeSteps / decodeSeconds:F1} | {decodeSeconds * 1000 / decodeSteps:F1} |"));
+                        $"| {name} | {precision.Name()} | {batch} | {CommandLine.KernelName(own)} | {batch * p / prefillSeconds:F0} | {prefillSeconds * 1000:F0} | {batch * decodeSteps / decodeSeconds:F1} | {decodeSeconds * 1000 / decodeSteps:F1} |"));
                 }
             }
             return 0;

@@ -33,6 +33,27 @@ internal static class CommandLine
                 ? v
                 : throw new ArgumentException($"{optionName}: '{s}' is not a positive whole number"))];
 
+    /// <summary>The benchmarks' --kernel option: which code multiplies a decode step's few rows, comma-separated to
+    /// compare side by side ("own": <see cref="Numerics.SmallBatchMatMul"/>; "torch": libtorch for every product).</summary>
+    public static Option<string> KernelOption() => new("--kernel")
+    {
+        Description = "Matrix products of up to 8 rows: own (both cores streaming; needs AVX-512), torch, or both comma-separated to compare",
+        DefaultValueFactory = _ => "own",
+    };
+
+    /// <summary>Parses --kernel: true for "own", false for "torch"; "own" is refused where the CPU cannot run it.</summary>
+    public static bool[] ParseKernels(string text) =>
+        [.. text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(s => s.ToLowerInvariant() switch
+        {
+            "torch" => false,
+            "own" when Numerics.SmallBatchMatMul.IsSupported => true,
+            "own" => throw new ArgumentException("--kernel own needs AVX-512, which this CPU lacks; use --kernel torch"),
+            _ => throw new ArgumentException($"--kernel: '{s}' is not one of own, torch"),
+        })];
+
+    /// <summary>Names a --kernel value for tables.</summary>
+    public static string KernelName(bool own) => own ? "own" : "torch";
+
     /// <summary>The --dtype option (fp32 or bf16).</summary>
     public static Option<string> DtypeOption(string defaultValue = "fp32") => new("--dtype")
     {
