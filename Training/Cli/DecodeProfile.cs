@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using OrleansGpt.Training.Generation;
 using OrleansGpt.Training.Model;
-using OrleansGpt.Training.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -69,7 +68,6 @@ internal static class DecodeProfile
 
         double Time(Action step)
         {
-            using var threads = SmallBatchMatMul.StepOf(R, dtype, gpt.Device); // the threads the whole step would have
             step(); step(); // warm up allocations and threads
             var times = new double[repeats];
             for (int i = 0; i < repeats; i++)

@@ -522,7 +522,6 @@ public sealed class Gpt : nn.Module
     /// <returns>Logits (B, V) as float32.</returns>
     public Tensor NextTokenLogits(Tensor idx, IKvCache? cache = null)
     {
-        using var threads = SmallBatchMatMul.StepOf(idx.NumberOfElements, Dtype, Device);
         using var scope = NewDisposeScope();
         var hidden = Hidden(idx, cache); // (B, T, C)
         var last = hidden.select(1, hidden.shape[1] - 1); // (B, C)
@@ -535,7 +534,6 @@ public sealed class Gpt : nn.Module
     /// <returns>Logits (B, V) as float32.</returns>
     public Tensor NextTokenLogits(Tensor idx, IKvCache cache, int[] lengths)
     {
-        using var threads = SmallBatchMatMul.StepOf(idx.NumberOfElements, Dtype, Device);
         using var scope = NewDisposeScope();
         var hidden = Hidden(idx, cache); // (B, T, C)
         var rows = arange(0, hidden.shape[0], dtype: ScalarType.Int64, device: hidden.device);

@@ -16,8 +16,9 @@ namespace OrleansGpt.Training.Numerics;
 /// <para>A decode step with a handful of rows is a chain of matrix-vector products whose cost is reading every weight
 /// from memory once (GPT-2 small: 248 MB in bf16, 496 MB in fp32). libtorch's CPU kernels for those shapes stream at
 /// ~19 GB/s here, fp32 on one core only; handing each product's halves to two .NET tasks did not pay (the hand-off
-/// costs as much as it saves). Here the calling thread takes the first share of the columns and helper threads that
-/// spin between products take the rest, so both cores stream through the whole step: measured here, GPT-2 small's 49
+/// costs as much as it saves). Here each product's columns are shared out over libtorch's own OpenMP team (see
+/// <see cref="OpenMp"/>), whose workers spin between parallel regions, so both cores stream through the whole step
+/// beside libtorch's ops: measured here, GPT-2 small's 49
 /// products at one row take 8.8-9.9 ms in bf16 (libtorch 12.7-15.9) and 12.9-14.6 ms in fp32 (libtorch 21.1-22.7).</para>
 /// <para>Numerics: products accumulate in fp32 in input order, one row at a time, so a row's result does not depend on
 /// the other rows in the batch; bf16 results are rounded once, to nearest even, after the bias is added.</para>
@@ -46,7 +47,7 @@ public static unsafe class SmallBatchMatMul
     /// 11.1, 10.4, 10.0; none 22.9 and 12.5).</remarks>
     private const int PrefetchRows = 32;
 
-    private static readonly Lazy<ColumnWorkers> s_workers = new(() => new ColumnWorkers(Math.Clamp(Environment.ProcessorCount, 1, 8)));
+    private static Exception? s_lastFailure;
 
     [ThreadStatic]
     private static float[]? t_inputScratch;
@@ -65,38 +66,6 @@ public static unsafe class SmallBatchMatMul
     public static bool Applies(long rows, ScalarType dtype, Device device) =>
         Enabled && IsSupported && rows is > 0 and <= MaxRows && device.type == DeviceType.CPU
         && dtype is ScalarType.Float32 or ScalarType.BFloat16 && !is_grad_enabled();
-
-    /// <summary>
-    /// Enters a forward step over <paramref name="rows"/> token positions. Where this class does the step's products on
-    /// every core, libtorch's own ops keep to the calling thread until the returned scope is disposed, so no OpenMP
-    /// worker spins beside the product helpers (see <see cref="OpenMpThreads"/>). Otherwise libtorch keeps its threads.
-    /// </summary>
-    /// <remarks>Disposing the scope also sends the helpers to sleep at once rather than after their spin time: between
-    /// steps the engine samples on every core, and a spinning helper would take one of them.</remarks>
-    public static Step StepOf(long rows, ScalarType dtype, Device device) =>
-        Applies(rows, dtype, device) ? new Step(OpenMpThreads.LimitTo(1)) : default;
-
-    /// <summary>A forward step whose products run here; see <see cref="StepOf"/>.</summary>
-    public readonly struct Step : IDisposable
-    {
-        private readonly OpenMpThreads.Limit _threads;
-        private readonly bool _entered;
-
-        internal Step(OpenMpThreads.Limit threads)
-        {
-            _threads = threads;
-            _entered = true;
-        }
-
-        public void Dispose()
-        {
-            if (!_entered)
-                return;
-            _threads.Dispose();
-            if (s_workers.IsValueCreated)
-                s_workers.Value.Rest();
-        }
-    }
 
     /// <summary>x W + b.</summary>
     /// <param name="x">Inputs (rows, in), rows at most <see cref="MaxRows"/>.</param>
@@ -135,15 +104,35 @@ public static unsafe class SmallBatchMatMul
                     xs[i] = BitConverter.Int32BitsToSingle(xb[i] << 16);
                 xf = xs;
             }
-            var job = new Job(xf, wp, bias is null ? null : bp, yp, rows, inF, outF, bf16);
-            s_workers.Value.Run(job);
+            int failed = 0;
+            var job = new Job(xf, wp, bias is null ? null : bp, yp, rows, inF, outF, bf16, &failed);
+            OpenMp.Parallel(&RunParts, &job, get_num_threads()); // libtorch's intra-op threads, on its own team
+            if (failed != 0)
+                throw new InvalidOperationException("A part of a matrix product failed", s_lastFailure);
         }
         return y;
     }
 
-    /// <summary>One product: pointers into memory the caller keeps alive (and fixed) until every part is done.</summary>
-    private readonly struct Job(float* x, byte* w, byte* bias, byte* y, int rows, int inFeatures, int outFeatures, bool bf16)
+    /// <summary>One thread's part of a product, called by the OpenMP runtime on each thread of the team.</summary>
+    [UnmanagedCallersOnly]
+    private static void RunParts(void* state)
     {
+        var job = (Job*)state;
+        try
+        {
+            job->RunPart(OpenMp.ThreadNumber, OpenMp.TeamSize);
+        }
+        catch (Exception e)
+        {
+            s_lastFailure = e; // nothing may unwind into native code
+            *job->Failed = 1;
+        }
+    }
+
+    /// <summary>One product: pointers into memory the caller keeps alive (and fixed) until every part is done.</summary>
+    private readonly struct Job(float* x, byte* w, byte* bias, byte* y, int rows, int inFeatures, int outFeatures, bool bf16, int* failed)
+    {
+        public readonly int* Failed = failed; // set to 1 by a part that threw
         private readonly float* X = x;     // (Rows, In) as floats
         private readonly byte* W = w;      // (In, Out)
         private readonly byte* Bias = bias; // (Out) or null
@@ -373,112 +362,4 @@ public static unsafe class SmallBatchMatMul
     private readonly struct Two : IRowCount { public static int Count => 2; }
     private readonly struct Three : IRowCount { public static int Count => 3; }
     private readonly struct Four : IRowCount { public static int Count => 4; }
-
-    /// <summary>
-    /// The calling thread plus helper threads, one per further core, each taking a share of a product's columns.
-    /// A helper spins between products (a decode step issues one every few dozen microseconds, and waking a sleeping
-    /// thread costs about as long as a small product) and sleeps once it has seen no work for <see cref="SpinTime"/>, so
-    /// an idle model costs no CPU.
-    /// </summary>
-    private sealed class ColumnWorkers
-    {
-        private static readonly long SpinTime = Stopwatch.Frequency / 5000; // 200 µs
-
-        private readonly object _gate = new();
-        private readonly SemaphoreSlim[] _wake;
-        private readonly int[] _parked;
-        private Job _job;
-        private int _generation;
-        private int _pending;
-        private int _rest; // bumped by Rest: helpers that see it change park without finishing their spin time
-        private Exception? _failure;
-
-        public ColumnWorkers(int parts)
-        {
-            Parts = parts;
-            _wake = new SemaphoreSlim[parts - 1];
-            _parked = new int[parts - 1];
-            for (int h = 0; h < parts - 1; h++)
-            {
-                _wake[h] = new SemaphoreSlim(0);
-                int helper = h;
-                new Thread(() => Help(helper)) { IsBackground = true, Name = $"matmul helper {h + 1}" }.Start();
-            }
-        }
-
-        /// <summary>Shares of each product, the calling thread's included.</summary>
-        public int Parts { get; }
-
-        /// <summary>Runs every part of <paramref name="job"/> and returns when all are done. A second caller (another model
-        /// on another thread) meanwhile runs its product alone rather than wait.</summary>
-        public void Run(in Job job)
-        {
-            if (Parts == 1 || !Monitor.TryEnter(_gate))
-            {
-                job.RunPart(0, 1);
-                return;
-            }
-            try
-            {
-                _job = job;
-                _failure = null;
-                Volatile.Write(ref _pending, Parts - 1);
-                Interlocked.Increment(ref _generation); // a full fence: helpers that see the new generation see the job
-                for (int h = 0; h < _wake.Length; h++)
-                {
-                    if (Interlocked.Exchange(ref _parked[h], 0) == 1)
-                        _wake[h].Release();
-                }
-                job.RunPart(0, Parts);
-                var spin = new SpinWait();
-                while (Volatile.Read(ref _pending) != 0)
-                    spin.SpinOnce(sleep1Threshold: -1);
-                if (_failure is { } failure)
-                    throw new InvalidOperationException("A matrix-product helper failed", failure);
-            }
-            finally
-            {
-                Monitor.Exit(_gate);
-            }
-        }
-
-        /// <summary>Sends spinning helpers to sleep now: the caller expects no product for a while.</summary>
-        public void Rest() => Interlocked.Increment(ref _rest);
-
-        private void Help(int helper)
-        {
-            int seen = 0;
-            while (true)
-            {
-                long idleSince = Stopwatch.GetTimestamp();
-                int rest = Volatile.Read(ref _rest);
-                int generation;
-                while ((generation = Volatile.Read(ref _generation)) == seen)
-                {
-                    if (Stopwatch.GetTimestamp() - idleSince < SpinTime && Volatile.Read(ref _rest) == rest)
-                    {
-                        Thread.SpinWait(16);
-                        continue;
-                    }
-                    // Park. The fence in Exchange orders the flag before the re-read of the generation; a caller that bumps
-                    // the generation afterwards sees the flag and releases the semaphore.
-                    Interlocked.Exchange(ref _parked[helper], 1);
-                    if (Volatile.Read(ref _generation) == seen || Interlocked.Exchange(ref _parked[helper], 0) == 0)
-                        _wake[helper].Wait(); // nothing new yet, or a caller already took the flag and its release is coming
-                    idleSince = Stopwatch.GetTimestamp();
-                    rest = Volatile.Read(ref _rest);
-                }
-                seen = generation;
-                try
-                {
-                    _job.RunPart(helper + 1, Parts);
-                }
-                catch (Exception e)
-                {
-                    _failure = e;
-                }
-                Interlocked.Decrement(ref _pending);
-            }
-        }
-    }
 }
