@@ -22,6 +22,8 @@ public sealed class SmallBatchMatMulTests
     [InlineData(ScalarType.BFloat16, 2, false)]
     [InlineData(ScalarType.BFloat16, 5, true)]
     [InlineData(ScalarType.BFloat16, 8, true)]
+    [InlineData(ScalarType.Float32, SmallBatchMatMul.MaxRows, true)]
+    [InlineData(ScalarType.BFloat16, SmallBatchMatMul.MaxRows - 1, false)]
     public void GivesLibTorchsProductInEveryColumn(ScalarType dtype, int rows, bool withBias)
     {
         using var _ = no_grad();
