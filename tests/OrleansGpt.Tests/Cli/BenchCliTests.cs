@@ -27,4 +27,29 @@ public sealed class BenchCliTests
         Assert.NotEqual(0, profile.ExitCode);
         Assert.Contains("block size 512", profile.Stderr + profile.Stdout);
     }
+
+    [Fact]
+    public void DecodeComparesTheOwnKernelWithLibTorchsRowByRow()
+    {
+        var decode = Run("bench", "decode", "--model", "tiny", "--batch", "1,2", "--dtype", "fp32", "--prompt-tokens", "4", "--new-tokens", "3", "--kernel", "own,torch");
+        if (!OrleansGpt.Training.Numerics.SmallBatchMatMul.IsSupported)
+        {
+            Assert.NotEqual(0, decode.ExitCode); // refused, saying why
+            Assert.Contains("needs AVX-512", decode.Stderr + decode.Stdout);
+            return;
+        }
+        Assert.True(decode.ExitCode == 0, decode.Stderr + decode.Stdout);
+        var rows = decode.Stdout.Split('\n').Where(l => l.StartsWith("| tiny |", StringComparison.Ordinal)).ToArray();
+        Assert.Equal(["own", "torch", "own", "torch"], rows.Select(l => l.Split('|')[4].Trim()));
+    }
+
+    [Theory]
+    [InlineData("decode", "--kernel", "gpu", "not one of own, torch")]
+    [InlineData("train", "--dropout", "1.5", "--dropout 1.5 must be in [0, 1)")]
+    public void ABadBenchSettingIsRefusedNamingTheOption(string bench, string option, string value, string message)
+    {
+        var result = Run("bench", bench, "--model", "tiny", option, value);
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains(message, result.Stderr + result.Stdout);
+    }
 }
