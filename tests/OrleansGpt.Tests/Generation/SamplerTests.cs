@@ -66,6 +66,23 @@ public sealed class SamplerTests
         Assert.True(chi2 < 13.8, $"chi-square {chi2:F2} for counts {string.Join(", ", counts)}");
     }
 
+    [Fact]
+    public void DrawsOverANucleusOfThousandsOfTokensFollowTheirProbabilities()
+    {
+        // 3,000 tokens kept (top-p 1), in 6 groups of 500 whose probabilities differ: the draw skips whole blocks of
+        // 512 by their sums, so a group straddles a block edge. Chi-square, 5 degrees of freedom: 20.5 is the 0.001
+        // critical value; a block skipped without counting its mass, or walked from the wrong place, fails this.
+        const int tokens = 3_000, group = 500, draws = 60_000;
+        var logits = new float[tokens];
+        for (int i = 0; i < tokens; i++) logits[i] = MathF.Log(1 + i / group); // group g has weight g + 1
+        var sampler = new TokenSampler(new SamplingSettings { TopP = 1, Seed = 99 });
+        var counts = new int[tokens / group];
+        for (int i = 0; i < draws; i++) counts[sampler.Next(logits) / group]++;
+        double total = Enumerable.Range(1, tokens / group).Sum();
+        double chi2 = Enumerable.Range(0, tokens / group).Sum(g => Math.Pow(counts[g] - draws * (g + 1) / total, 2) / (draws * (g + 1) / total));
+        Assert.True(chi2 < 20.5, $"chi-square {chi2:F2} for counts {string.Join(", ", counts)}");
+    }
+
     [Theory]
     [InlineData(0.9, 1.0, 0, 1)]
     [InlineData(0.5, 1.0, 0, 2)]
