@@ -58,7 +58,7 @@ internal static class DecodeProfile
         var ids = randint(0, V, [R, 1]);                                  // (R, 1)
         var positions = full([R, 1], L - 1, ScalarType.Int64);            // (R, 1)
         var cacheKeys = randn(R, nh, L + 1, hs).to(attention);            // one layer's keys, (R, nh, L + 1, hs)
-        var writeAt = full([R, 1, 1, 1], L - 1, ScalarType.Int64).expand(R, nh, 1, hs);
+        var writeRows = (arange(R * nh, dtype: ScalarType.Int64) * (L + 1)) + (L - 1); // each head's new key: one row of the flattened keys
         var mask = ones([R, 1, 1, L], ScalarType.Bool);                   // (R, 1, 1, L)
         var q = randn(R, nh, 1, hs).to(attention);                        // (R, nh, 1, hs)
         var k = randn(R, nh, 1, hs).to(dtype);
@@ -93,7 +93,7 @@ internal static class DecodeProfile
                 _ = split[1].view(R, 1, nh, hs).transpose(1, 2);
                 _ = split[2].view(R, 1, nh, hs).transpose(1, 2);
             })),
-            new("KV write (scatter into slots)", layers * 2 * Time(() => cacheKeys.narrow(0, 0, R).scatter_(2, writeAt, k.to(attention)))),
+            new("KV write (rows into slots)", layers * 2 * Time(() => cacheKeys.view(-1, hs).index_copy_(0, writeRows, k.to(attention).reshape(-1, hs)))),
             new($"attention (SDPA over {L} keys)", layers * Time(() =>
                 nn.functional.scaled_dot_product_attention(q, cacheKeys.narrow(2, 0, L), cacheKeys.narrow(2, 0, L), mask, 0.0, is_casual: false))),
             new("merge heads, cast back", layers * Time(() => y.transpose(1, 2).contiguous().view(R, 1, C).to(dtype))),

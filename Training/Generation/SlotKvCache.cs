@@ -164,7 +164,7 @@ public sealed class SlotKvCache : IDisposable
         private readonly int _rows;
         private readonly bool[] _decoding;
         private readonly int _attended; // key positions attention reads: the longest decoding row after this step
-        private Tensor? _writeIndex;    // (R, nh, 1, hs): where each row's new key goes
+        private Tensor? _writeRows;     // (R * nh): the row of a layer's buffer, seen as (S * nh * (capacity + 1), hs), each new key goes to
         private Tensor? _mask;          // (R, 1, 1, L): which keys each row sees
 
         public DecodeView(SlotKvCache owner, int rows, bool[] decoding)
@@ -192,14 +192,21 @@ public sealed class SlotKvCache : IDisposable
         public (Tensor Keys, Tensor Values, Tensor? Mask, bool IsCausal) Append(int layer, Tensor k, Tensor v)
         {
             var config = _owner._config;
-            // The same index and mask serve every layer of this step; they live in the caller's dispose scope.
-            _writeIndex ??= tensor(Enumerable.Range(0, _rows).Select(r => _decoding[r] ? (long)_owner._lengths[r] : _owner.Capacity).ToArray(), device: k.device)
-                .view(_rows, 1, 1, 1).expand(_rows, config.Heads, 1, config.HeadSize);
+            long nh = config.Heads, hs = config.HeadSize, positions = _owner.Capacity + 1;
+            // The same rows and mask serve every layer of this step; they live in the caller's dispose scope. Each head's
+            // new key is one row of hs numbers: index_copy_ moves whole rows, where scatter_ over an index expanded to
+            // (R, nh, 1, hs) went element by element (4-5 ms a step at 32 rows for GPT-2 small, 10% of the step).
+            _writeRows ??= tensor(Enumerable.Range(0, _rows * (int)nh).Select(i =>
+            {
+                int r = i / (int)nh, h = i % (int)nh;
+                long position = _decoding[r] ? _owner._lengths[r] : _owner.Capacity; // idle rows write to the scratch position
+                return ((long)r * nh + h) * positions + position;
+            }).ToArray(), device: k.device);
             _mask ??= MakeMask(k.device);
+            _owner._keys[layer].view(-1, hs).index_copy_(0, _writeRows, k.to(_owner.Dtype).reshape(-1, hs));   // (R * nh, hs)
+            _owner._values[layer].view(-1, hs).index_copy_(0, _writeRows, v.to(_owner.Dtype).reshape(-1, hs));
             var keys = _owner._keys[layer].narrow(0, 0, _rows);   // (R, nh, capacity + 1, hs)
             var values = _owner._values[layer].narrow(0, 0, _rows);
-            keys.scatter_(2, _writeIndex, k.to(_owner.Dtype));
-            values.scatter_(2, _writeIndex, v.to(_owner.Dtype));
             return (keys.narrow(2, 0, _attended), values.narrow(2, 0, _attended), _mask, false);
         }
 
