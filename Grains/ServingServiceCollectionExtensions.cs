@@ -26,6 +26,7 @@ public static class ServingServiceCollectionExtensions
             bound.Configure(configure);
         bound.Validate(o => o.Slots > 0 && o.MaxQueue >= 0 && o.MaxPromptTokens > 0 && o.MaxNewTokens > 0, "ModelHost: Slots, MaxPromptTokens and MaxNewTokens must be positive, MaxQueue >= 0")
             .Validate(o => o.Precision is "fp32" or "bf16", "ModelHost:Precision must be fp32 or bf16")
+            .Validate(o => o.DecodeKernel is "own" or "torch", "ModelHost:DecodeKernel must be own or torch")
             .ValidateOnStart();
         silo.Services.AddOptions<EvaluationOptions>().BindConfiguration(EvaluationOptions.SectionName);
         silo.Services.AddSingleton(inventory);
