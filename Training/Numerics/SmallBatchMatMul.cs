@@ -55,7 +55,8 @@ public static unsafe class SmallBatchMatMul
     /// <summary>True when this CPU has the AVX-512 instructions the kernels use.</summary>
     public static bool IsSupported => Avx512F.IsSupported && Avx512BW.IsSupported && Vector512.IsHardwareAccelerated;
 
-    /// <summary>Off routes every product to libtorch: for side-by-side benchmarks, and a way out should a kernel misbehave.</summary>
+    /// <summary>Off routes every product to libtorch: for side-by-side benchmarks (`--kernel`), and a way out should a kernel
+    /// misbehave (a silo's `ModelHost:DecodeKernel=torch`). Process-wide.</summary>
     public static bool Enabled { get; set; } = true;
 
     /// <summary>Whether <see cref="Forward"/> takes <paramref name="rows"/> rows of <paramref name="x"/> times <paramref name="weight"/>.</summary>
