@@ -386,12 +386,7 @@ public sealed class ContinuousBatcher : IDisposable
         Timings.Add(ref Timings.SamplingTicks, sampling);
         for (int s = 0; s < rows; s++)
             if (decoding[s] && _slots[s] is { } r)
-            {
-                if (chosen[s].Error is { } error)
-                    Fail(s, r, error);
-                else
-                    Emit(s, r, chosen[s].Token);
-            }
+                Deliver(s, r, chosen[s]);
         return true;
     }
 
@@ -423,12 +418,18 @@ public sealed class ContinuousBatcher : IDisposable
     private void SampleAndEmit(int slot, Request request, ReadOnlySpan<float> logits)
     {
         long start = Stopwatch.GetTimestamp();
-        var (token, error) = Sample(request, logits);
+        var sampled = Sample(request, logits);
         Timings.Add(ref Timings.SamplingTicks, start);
-        if (error is not null)
+        Deliver(slot, request, sampled);
+    }
+
+    /// <summary>Emits a sampled token, or fails the request alone when sampling gave an error instead.</summary>
+    private void Deliver(int slot, Request request, (int Token, RequestFailedException? Error) sampled)
+    {
+        if (sampled.Error is { } error)
             Fail(slot, request, error);
         else
-            Emit(slot, request, token);
+            Emit(slot, request, sampled.Token);
     }
 
     /// <summary>The request's next token from its row of logits, or why there is none. Touches only the request's
