@@ -61,9 +61,8 @@ internal static class BenchCommands
 
     private static Command ServeCommand()
     {
-        var model = new Option<string>("--model") { Description = "Model size to build with random weights", DefaultValueFactory = _ => "small" };
-        model.AcceptOnlyFromAmong([.. GptConfig.PresetNames]);
-        var dtype = new Option<string>("--dtype") { Description = "fp32 or bf16", DefaultValueFactory = _ => "bf16" };
+        var model = RandomModelOption();
+        var dtype = CommandLine.DtypeOption("bf16");
         var concurrency = new Option<string>("--concurrency") { Description = "Concurrent requests, comma-separated (the engine gets that many slots)", DefaultValueFactory = _ => "1,8,32" };
         var requests = new Option<int>("--requests") { Description = "Requests per concurrency level", DefaultValueFactory = _ => 64 };
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length (random token ids)", DefaultValueFactory = _ => 32 };
@@ -131,14 +130,13 @@ internal static class BenchCommands
 
     private static Command ProfileCommand()
     {
-        var model = new Option<string>("--model") { Description = "Model size to build with random weights", DefaultValueFactory = _ => "small" };
-        model.AcceptOnlyFromAmong([.. GptConfig.PresetNames]);
-        var dtype = new Option<string>("--dtype") { Description = "fp32 or bf16", DefaultValueFactory = _ => "bf16" };
+        var model = RandomModelOption();
+        var dtype = CommandLine.DtypeOption("bf16");
         var batches = new Option<string>("--batch") { Description = "Rows per decode step, comma-separated", DefaultValueFactory = _ => "1,8,32" };
         var context = new Option<int>("--context") { Description = "Positions each row attends to (a 32-token prompt halfway through 128 new tokens: 96)", DefaultValueFactory = _ => 96 };
         var repeats = new Option<int>("--repeats") { Description = "Timed repeats of each part (the median is printed)", DefaultValueFactory = _ => 21 };
         var kernel = CommandLine.KernelOption();
-        kernel.Description = "Matrix products of up to 8 rows: own or torch";
+        kernel.Description = $"Matrix products of up to {SmallBatchMatMul.MaxRows} rows: own or torch";
         var command = new Command("profile", "Print where one decode step's time goes (each part timed alone at the step's shapes) beside the whole step timed through the engine's path")
         {
             model, dtype, batches, context, repeats, kernel,
@@ -175,8 +173,7 @@ internal static class BenchCommands
 
     private static Command DecodeCommand()
     {
-        var model = new Option<string>("--model") { Description = "Model size to build with random weights", DefaultValueFactory = _ => "small" };
-        model.AcceptOnlyFromAmong([.. GptConfig.PresetNames]);
+        var model = RandomModelOption();
         var checkpoint = new Option<string>("--checkpoint") { Description = "Benchmark this checkpoint instead of a random model" };
         var batches = new Option<string>("--batch") { Description = "Batch sizes, comma-separated", DefaultValueFactory = _ => "1,8" };
         var dtypes = new Option<string>("--dtype") { Description = "Precisions, comma-separated (fp32, bf16)", DefaultValueFactory = _ => "fp32,bf16" };
@@ -277,6 +274,14 @@ internal static class BenchCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The --model option of the benchmarks that build GPT-2 small (by default) with random weights.</summary>
+    private static Option<string> RandomModelOption()
+    {
+        var model = new Option<string>("--model") { Description = "Model size to build with random weights", DefaultValueFactory = _ => "small" };
+        model.AcceptOnlyFromAmong([.. GptConfig.PresetNames]);
+        return model;
     }
 
     private static Gpt RandomModel(GptConfig config, Precision precision)

@@ -37,7 +37,7 @@ internal static class CommandLine
     /// compare side by side ("own": <see cref="Numerics.SmallBatchMatMul"/>; "torch": libtorch for every product).</summary>
     public static Option<string> KernelOption() => new("--kernel")
     {
-        Description = "Matrix products of up to 8 rows: own (both cores streaming; needs AVX-512), torch, or both comma-separated to compare",
+        Description = $"Matrix products of up to {Numerics.SmallBatchMatMul.MaxRows} rows: own (both cores streaming; needs AVX-512), torch, or both comma-separated to compare",
         DefaultValueFactory = _ => "own",
     };
 
