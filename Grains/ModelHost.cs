@@ -27,9 +27,9 @@ public sealed class ModelHostOptions
     /// <summary>fp32 or bf16 (bf16 falls back to fp32 on CPUs without native bf16).</summary>
     public string Precision { get; set; } = "bf16";
 
-    /// <summary>Who multiplies decode steps of up to 24 rows: "own" (SmallBatchMatMul, AVX-512, both cores streaming the
-    /// weights; libtorch where the CPU lacks AVX-512) or "torch" (libtorch for every product). Process-wide: the last
-    /// silo started in a process decides.</summary>
+    /// <summary>Who runs decode steps: "own" (SmallBatchMatMul for products of up to 24 rows, both cores streaming the
+    /// weights, and DecodeAttention over a KV cache kept in the model's dtype; libtorch where the CPU lacks AVX-512) or
+    /// "torch" (libtorch for all of it, the cache in fp32). Process-wide: the last silo started in a process decides.</summary>
     public string DecodeKernel { get; set; } = "own";
 
     /// <summary>This silo's name in model keys ("size@node/device"); empty: the machine name. Two silos on one
@@ -112,7 +112,7 @@ public sealed class ModelHost : IDisposable
     {
         _options = options.Value;
         _inventory = inventory;
-        SmallBatchMatMul.Enabled = _options.DecodeKernel != "torch"; // validated: own or torch
+        DecodeKernels.Enabled = _options.DecodeKernel != "torch"; // validated: own or torch
         Store = new CheckpointStore(_options.ResolvedStoreDirectory);
         CacheDirectory = Path.GetFullPath(_options.CacheDirectory.Length > 0 ? _options.CacheDirectory
             : Path.Combine(_options.CheckpointDirectory, ".cache", inventory.Node));

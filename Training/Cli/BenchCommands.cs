@@ -91,7 +91,7 @@ internal static class BenchCommands
             foreach (bool own in kernels)
             foreach (int threads in threadCounts)
             {
-                SmallBatchMatMul.Enabled = own;
+                DecodeKernels.Enabled = own;
                 using var engine = new ContinuousBatcher(gpt, new BatcherOptions { Slots = c, MaxQueue = c, MaxPromptTokens = prompt, MaxNewTokens = newTokens, SamplingThreads = threads, Name = "bench" });
                 var ttft = new List<double>();
                 long tokens = 0;
@@ -145,7 +145,7 @@ internal static class BenchCommands
         {
             bool[] kernels = CommandLine.ParseKernels(r.GetValue(kernel)!);
             if (kernels.Length != 1) throw new ArgumentException("--kernel takes one value here (own or torch)");
-            SmallBatchMatMul.Enabled = kernels[0];
+            DecodeKernels.Enabled = kernels[0];
             var precision = CommandLine.ResolvePrecision(r.GetValue(dtype)!);
             int[] rows = CommandLine.ParseIntList(r.GetValue(batches)!, "--batch");
             int L = r.GetValue(context), n = r.GetValue(repeats);
@@ -204,7 +204,7 @@ internal static class BenchCommands
                 foreach (int batch in batchSizes)
                 foreach (bool own in kernels)
                 {
-                    SmallBatchMatMul.Enabled = own;
+                    DecodeKernels.Enabled = own;
                     var (prefillSeconds, decodeSeconds, decodeSteps) = MeasureDecode(gpt, batch, p, steps);
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                         $"| {name} | {precision.Name()} | {batch} | {CommandLine.KernelName(own)} | {batch * p / prefillSeconds:F0} | {prefillSeconds * 1000:F0} | {batch * decodeSteps / decodeSeconds:F1} | {decodeSeconds * 1000 / decodeSteps:F1} |"));

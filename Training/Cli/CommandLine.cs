@@ -33,11 +33,11 @@ internal static class CommandLine
                 ? v
                 : throw new ArgumentException($"{optionName}: '{s}' is not a positive whole number"))];
 
-    /// <summary>The benchmarks' --kernel option: which code multiplies a decode step's few rows, comma-separated to
-    /// compare side by side ("own": <see cref="Numerics.SmallBatchMatMul"/>; "torch": libtorch for every product).</summary>
+    /// <summary>The benchmarks' --kernel option: who runs a decode step, comma-separated to compare side by side ("own":
+    /// <see cref="Numerics.SmallBatchMatMul"/> and <see cref="Numerics.DecodeAttention"/>; "torch": libtorch for all of it).</summary>
     public static Option<string> KernelOption() => new("--kernel")
     {
-        Description = $"Matrix products of up to {Numerics.SmallBatchMatMul.MaxRows} rows: own (both cores streaming; needs AVX-512), torch, or both comma-separated to compare",
+        Description = $"Decode steps: own (products of up to {Numerics.SmallBatchMatMul.MaxRows} rows and attention over a cache in the model's dtype; needs AVX-512), torch, or both comma-separated to compare",
         DefaultValueFactory = _ => "own",
     };
 
@@ -46,7 +46,7 @@ internal static class CommandLine
         [.. text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(s => s.ToLowerInvariant() switch
         {
             "torch" => false,
-            "own" when Numerics.SmallBatchMatMul.IsSupported => true,
+            "own" when Numerics.DecodeKernels.IsSupported => true,
             "own" => throw new ArgumentException("--kernel own needs AVX-512, which this CPU lacks; use --kernel torch"),
             _ => throw new ArgumentException($"--kernel: '{s}' is not one of own, torch"),
         })];

@@ -1,4 +1,5 @@
 using OrleansGpt.Training.Model;
+using OrleansGpt.Training.Numerics;
 using static TorchSharp.torch;
 
 namespace OrleansGpt.Training.Generation;
@@ -28,7 +29,7 @@ public sealed class SlotKvCache : IDisposable
         _config = model.Config;
         Slots = slots;
         Capacity = capacity;
-        Dtype = model.AttentionDtype;
+        Dtype = model.CacheDtype;
         _lengths = new int[slots];
         _keys = new Tensor[_config.Layers];
         _values = new Tensor[_config.Layers];
@@ -45,7 +46,7 @@ public sealed class SlotKvCache : IDisposable
     /// <summary>Positions (prompt plus generated tokens) one slot can hold.</summary>
     public int Capacity { get; }
 
-    /// <summary>Element type of keys and values (attention's type).</summary>
+    /// <summary>Element type of keys and values (<see cref="Gpt.CacheDtype"/>).</summary>
     public ScalarType Dtype { get; }
 
     /// <summary>Positions filled in <paramref name="slot"/>.</summary>
@@ -215,6 +216,18 @@ public sealed class SlotKvCache : IDisposable
             for (int r = 0; r < _rows; r++)
                 if (_decoding[r])
                     _owner._lengths[r] += t;
+        }
+
+        public Tensor? AttendOne(int layer, Tensor qkv)
+        {
+            if (!DecodeAttention.Applies(qkv, _owner.Dtype, _owner._config.HeadSize))
+                return null;
+            // Each decoding row writes at its own length and reads only its own positions; idle rows sit out
+            // (no scratch write, no mask).
+            Span<int> positions = stackalloc int[_rows];
+            for (int r = 0; r < _rows; r++)
+                positions[r] = _decoding[r] ? _owner._lengths[r] : -1;
+            return DecodeAttention.Step(qkv, _owner._keys[layer], _owner._values[layer], positions);
         }
 
         private Tensor MakeMask(Device device)

@@ -148,7 +148,8 @@ public sealed class Conv1D : nn.Module<Tensor, Tensor>
 /// </summary>
 public interface IKvCache
 {
-    /// <summary>Element type of the cached keys and values, which is also the type attention runs in.</summary>
+    /// <summary>Element type of the cached keys and values: the model's where <see cref="DecodeAttention"/> reads them,
+    /// else the type libtorch's attention runs in (<see cref="Gpt.AttentionDtype"/>).</summary>
     ScalarType Dtype { get; }
 
     /// <summary>Sequences in the batch.</summary>
@@ -168,6 +169,14 @@ public interface IKvCache
 
     /// <summary>Called once every layer has appended the step's <paramref name="t"/> positions.</summary>
     void Advance(int t);
+
+    /// <summary>
+    /// One new position per row, attended by <see cref="DecodeAttention"/>: stores one layer's new keys and values and
+    /// returns attention's output (B, C) with the heads merged; or null, and the caller goes through
+    /// <see cref="Append"/> and scaled_dot_product_attention instead.
+    /// </summary>
+    /// <param name="qkv">The layer's query, key and value projections for the step (B, 3C), contiguous.</param>
+    Tensor? AttendOne(int layer, Tensor qkv) => null;
 }
 
 /// <summary>The causal mask for new queries after cached positions.</summary>
@@ -192,6 +201,7 @@ public sealed class KvCache : IKvCache, IDisposable
 {
     private readonly Tensor[] _keys;   // per layer (B, nh, capacity, hs)
     private readonly Tensor[] _values; // per layer (B, nh, capacity, hs)
+    private readonly int _headSize;
 
     public KvCache(GptConfig config, long batch, int capacity, ScalarType dtype, Device device)
     {
@@ -200,6 +210,7 @@ public sealed class KvCache : IKvCache, IDisposable
         Dtype = dtype;
         Capacity = capacity;
         Batch = batch;
+        _headSize = config.HeadSize;
         _keys = new Tensor[config.Layers];
         _values = new Tensor[config.Layers];
         for (int i = 0; i < config.Layers; i++)
@@ -235,6 +246,17 @@ public sealed class KvCache : IKvCache, IDisposable
     }
 
     public void Advance(int t) => Length += t;
+
+    public Tensor? AttendOne(int layer, Tensor qkv)
+    {
+        if (!DecodeAttention.Applies(qkv, Dtype, _headSize))
+            return null;
+        if (Length + 1 > Capacity)
+            throw new InvalidOperationException($"Cannot append 1 position to a KV cache holding {Length} of {Capacity}");
+        Span<int> positions = stackalloc int[(int)Batch];
+        positions.Fill(Length); // every row writes and reads up to the same position
+        return DecodeAttention.Step(qkv, _keys[layer], _values[layer], positions);
+    }
 
     public void Dispose()
     {
@@ -272,25 +294,23 @@ public sealed class CausalSelfAttention : nn.Module
         long B = x.shape[0], T = x.shape[1], C = x.shape[2];
         long nh = _config.Heads, hs = _config.HeadSize;
 
-        var qkv = c_attn.forward(x).split(C, dim: 2);
+        var projected = c_attn.forward(x); // (B, T, 3C)
+        if (T == 1 && cache?.AttendOne(_layer, projected.view(B, 3 * C)) is { } attended) // (B, C)
+            return resid_dropout.forward(c_proj.forward(attended.view(B, 1, C)));
+
+        var qkv = projected.split(C, dim: 2);
         var q = qkv[0].view(B, T, nh, hs).transpose(1, 2); // (B, nh, T, hs)
         var k = qkv[1].view(B, T, nh, hs).transpose(1, 2); // (B, nh, T, hs)
         var v = qkv[2].view(B, T, nh, hs).transpose(1, 2); // (B, nh, T, hs)
 
-        var attentionDtype = cache?.Dtype ?? Gpt.AttentionDtypeFor(x.dtype, x.device);
-        if (q.dtype != attentionDtype)
-        {
-            q = q.to(attentionDtype);
-            if (cache is null)
-            {
-                k = k.to(attentionDtype);
-                v = v.to(attentionDtype);
-            }
-        }
         Tensor? mask = null;
         bool isCausal = T > 1;
         if (cache is not null)
-            (k, v, mask, isCausal) = cache.Append(_layer, k, v); // (B, nh, L, hs), converted to the cache's dtype
+            (k, v, mask, isCausal) = cache.Append(_layer, k, v); // (B, nh, L, hs), in the cache's dtype
+        var attentionDtype = Gpt.AttentionDtypeFor(x.dtype, x.device);
+        if (q.dtype != attentionDtype) q = q.to(attentionDtype);
+        if (k.dtype != attentionDtype) k = k.to(attentionDtype);
+        if (v.dtype != attentionDtype) v = v.to(attentionDtype);
 
         double dropout = training ? _config.Dropout : 0.0;
         var y = nn.functional.scaled_dot_product_attention(q, k, v, mask, dropout, is_casual: isCausal); // (B, nh, T, hs)
@@ -550,6 +570,13 @@ public sealed class Gpt : nn.Module
 
     internal static ScalarType AttentionDtypeFor(ScalarType dtype, Device device) => device.type == DeviceType.CPU ? ScalarType.Float32 : dtype;
 
+    /// <summary>
+    /// The element type KV caches hold: the model's own where <see cref="DecodeAttention"/> reads the cache in decode
+    /// steps (half the bytes a step reads in bf16, with nothing lost: the keys and values are bf16 values already);
+    /// otherwise <see cref="AttentionDtype"/>, so libtorch's attention needs no conversion. Fixed when a cache is made.
+    /// </summary>
+    public ScalarType CacheDtype => DecodeAttention.Reads(Dtype, Device, Config.HeadSize) ? Dtype : AttentionDtype;
+
     /// <summary>Makes a KV cache for <paramref name="batch"/> sequences of up to <paramref name="capacity"/> positions.</summary>
-    public KvCache NewCache(long batch, int capacity) => new(Config, batch, capacity, AttentionDtype, Device);
+    public KvCache NewCache(long batch, int capacity) => new(Config, batch, capacity, CacheDtype, Device);
 }

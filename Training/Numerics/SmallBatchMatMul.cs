@@ -52,20 +52,13 @@ public static unsafe class SmallBatchMatMul
     [ThreadStatic]
     private static float[]? t_inputScratch;
 
-    /// <summary>True when this CPU has the AVX-512 instructions the kernels use.</summary>
-    public static bool IsSupported => Avx512F.IsSupported && Avx512BW.IsSupported && Vector512.IsHardwareAccelerated;
-
-    /// <summary>Off routes every product to libtorch: for side-by-side benchmarks (`--kernel`), and a way out should a kernel
-    /// misbehave (a silo's `ModelHost:DecodeKernel=torch`). Process-wide.</summary>
-    public static bool Enabled { get; set; } = true;
-
     /// <summary>Whether <see cref="Forward"/> takes <paramref name="rows"/> rows of <paramref name="x"/> times <paramref name="weight"/>.</summary>
     public static bool Applies(long rows, Tensor x, Tensor weight) =>
         x.dtype == weight.dtype && x.device_type == weight.device_type && Applies(rows, x.dtype, x.device);
 
     /// <summary>Whether products of <paramref name="rows"/> rows in <paramref name="dtype"/> on <paramref name="device"/> are done here.</summary>
     public static bool Applies(long rows, ScalarType dtype, Device device) =>
-        Enabled && IsSupported && rows is > 0 and <= MaxRows && device.type == DeviceType.CPU
+        DecodeKernels.Active && rows is > 0 and <= MaxRows && device.type == DeviceType.CPU
         && dtype is ScalarType.Float32 or ScalarType.BFloat16 && !is_grad_enabled();
 
     /// <summary>x W + b.</summary>
@@ -102,7 +95,7 @@ public static unsafe class SmallBatchMatMul
             {
                 var xb = (ushort*)xp;
                 for (int i = 0; i < rows * inF; i++)
-                    xs[i] = BitConverter.Int32BitsToSingle(xb[i] << 16);
+                    xs[i] = Bf16.ToSingle(xb[i]);
                 xf = xs;
             }
             int failed = 0;
@@ -139,7 +132,7 @@ public static unsafe class SmallBatchMatMul
         private readonly byte* Bias = bias; // (Out) or null
         private readonly byte* Y = y;      // (Rows, Out)
         private readonly int Rows = rows, In = inFeatures, Out = outFeatures;
-        private readonly bool Bf16 = bf16;
+        private readonly bool IsBf16 = bf16;
 
         /// <summary>Part <paramref name="part"/> of <paramref name="parts"/>: whole tiles of columns, the last part also the ragged end.</summary>
         public void RunPart(int part, int parts)
@@ -175,7 +168,7 @@ public static unsafe class SmallBatchMatMul
             var a30 = a00; var a31 = a00; var a32 = a00; var a33 = a00;
             float* x0 = X + (long)r * In, x1 = x0 + In, x2 = x1 + In, x3 = x2 + In;
             int n = In;
-            if (Bf16)
+            if (IsBf16)
             {
                 // 32 bf16 weights per load: each 32-bit lane holds columns 2k (low half) and 2k + 1 (high half), so a
                 // shift gives the even columns as floats and a mask the odd ones; they are interleaved back at the end.
@@ -272,15 +265,15 @@ public static unsafe class SmallBatchMatMul
         private void Store(int r, int j, Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3)
         {
             long at = (long)r * Out + j;
-            if (Bf16)
+            if (IsBf16)
             {
                 if (Bias is not null)
                 {
                     var b = (ushort*)Bias + j;
-                    c0 += Widen(b); c1 += Widen(b + 16); c2 += Widen(b + 32); c3 += Widen(b + 48);
+                    c0 += Bf16.Widen(b); c1 += Bf16.Widen(b + 16); c2 += Bf16.Widen(b + 32); c3 += Bf16.Widen(b + 48);
                 }
                 var y = (ushort*)Y + at;
-                Narrow(c0).Store(y); Narrow(c1).Store(y + 16); Narrow(c2).Store(y + 32); Narrow(c3).Store(y + 48);
+                Bf16.Narrow(c0).Store(y); Bf16.Narrow(c1).Store(y + 16); Bf16.Narrow(c2).Store(y + 32); Bf16.Narrow(c3).Store(y + 48);
             }
             else
             {
@@ -317,10 +310,10 @@ public static unsafe class SmallBatchMatMul
                     int j = j0 + c;
                     float sum = sums[r * Tile + c];
                     long at = (long)r * Out + j;
-                    if (Bf16)
+                    if (IsBf16)
                     {
-                        if (Bias is not null) sum += BitConverter.Int32BitsToSingle(((ushort*)Bias)[j] << 16);
-                        ((ushort*)Y)[at] = ToBf16(sum);
+                        if (Bias is not null) sum += Bf16.ToSingle(((ushort*)Bias)[j]);
+                        ((ushort*)Y)[at] = Bf16.Round(sum);
                     }
                     else
                     {
@@ -331,30 +324,9 @@ public static unsafe class SmallBatchMatMul
             }
         }
 
-        private float WeightAt(int i, int j) => Bf16
-            ? BitConverter.Int32BitsToSingle(((ushort*)W)[(long)i * Out + j] << 16)
+        private float WeightAt(int i, int j) => IsBf16
+            ? Bf16.ToSingle(((ushort*)W)[(long)i * Out + j])
             : ((float*)W)[(long)i * Out + j];
-    }
-
-    /// <summary>16 bf16 values as floats.</summary>
-    private static Vector512<float> Widen(ushort* p) => (Avx512F.ConvertToVector512UInt32(Vector256.Load(p)) << 16).AsSingle();
-
-    /// <summary>16 floats rounded to the nearest bf16, ties to even.</summary>
-    /// <remarks>A NaN stays NaN without a check: every input here is a bf16 value (low 16 bits zero), and a NaN that
-    /// arithmetic makes from them either carries such an input's payload or is the default NaN, so the rounding
-    /// increment never carries out of the payload.</remarks>
-    private static Vector256<ushort> Narrow(Vector512<float> v)
-    {
-        var bits = v.AsUInt32();
-        var rounded = (bits + Vector512.Create(0x7FFFu) + ((bits >> 16) & Vector512<uint>.One)) >> 16;
-        return Avx512F.ConvertToVector256UInt16(rounded);
-    }
-
-    /// <summary>One float rounded as <see cref="Narrow"/> does.</summary>
-    private static ushort ToBf16(float value)
-    {
-        uint bits = BitConverter.SingleToUInt32Bits(value);
-        return (ushort)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
     }
 
     /// <summary>How many rows a tile kernel handles, as a type, so the JIT compiles one kernel per count with the unused rows' code removed.</summary>

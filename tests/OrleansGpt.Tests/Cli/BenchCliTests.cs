@@ -32,7 +32,7 @@ public sealed class BenchCliTests
     public void DecodeComparesTheOwnKernelWithLibTorchsRowByRow()
     {
         var decode = Run("bench", "decode", "--model", "tiny", "--batch", "1,2", "--dtype", "fp32", "--prompt-tokens", "4", "--new-tokens", "3", "--kernel", "own,torch");
-        if (!OrleansGpt.Training.Numerics.SmallBatchMatMul.IsSupported)
+        if (!OrleansGpt.Training.Numerics.DecodeKernels.IsSupported)
         {
             Assert.NotEqual(0, decode.ExitCode); // refused, saying why
             Assert.Contains("needs AVX-512", decode.Stderr + decode.Stdout);

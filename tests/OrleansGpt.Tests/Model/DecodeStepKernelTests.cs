@@ -4,11 +4,11 @@ using static TorchSharp.torch;
 
 namespace OrleansGpt.Tests.Model;
 
-/// <summary>Tests that switch <see cref="SmallBatchMatMul.Enabled"/>, which every model in the process reads, so they run alone.</summary>
+/// <summary>Tests that switch <see cref="DecodeKernels.Enabled"/>, which every model in the process reads, so they run alone.</summary>
 [CollectionDefinition(nameof(ProcessWideKernelSwitch), DisableParallelization = true)]
 public sealed class ProcessWideKernelSwitch;
 
-/// <summary>A model's decode step through <see cref="SmallBatchMatMul"/> gives libtorch's logits, on libtorch's own threads.</summary>
+/// <summary>A model's decode step through <see cref="SmallBatchMatMul"/> and <see cref="DecodeAttention"/> gives libtorch's logits, on libtorch's own threads.</summary>
 [Collection(nameof(ProcessWideKernelSwitch))]
 public sealed class DecodeStepKernelTests
 {
@@ -20,20 +20,20 @@ public sealed class DecodeStepKernelTests
         int[][] prompts = [[5, 17, 200, 42], [299, 0, 7, 7], [128, 64, 3, 250]];
         float[] Step(bool own)
         {
-            bool was = SmallBatchMatMul.Enabled;
-            SmallBatchMatMul.Enabled = own;
+            bool was = DecodeKernels.Enabled;
+            DecodeKernels.Enabled = own;
             try
             {
                 using var cache = model.NewCache(prompts.Length, 8);
                 using var ids = tensor(prompts.SelectMany(p => p).Select(i => (long)i).ToArray(), [prompts.Length, 4L]);
                 using var prefill = model.NextTokenLogits(ids, cache);                  // 12 positions: libtorch either way
                 using var next = tensor(new long[] { 1, 2, 3 }, [3L, 1L]);
-                using var logits = model.NextTokenLogits(next, cache);                  // 3 rows: the kernel when on
+                using var logits = model.NextTokenLogits(next, cache);                  // 3 rows: the kernels when on
                 return TestModels.Values(logits);
             }
             finally
             {
-                SmallBatchMatMul.Enabled = was;
+                DecodeKernels.Enabled = was;
             }
         }
 

@@ -29,7 +29,7 @@ public sealed class SmallBatchMatMulTests
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (x, w, b) = Operands(dtype, rows, seed: rows);
-        if (!SmallBatchMatMul.IsSupported)
+        if (!DecodeKernels.IsSupported)
         {
             Assert.False(SmallBatchMatMul.Applies(rows, x, w)); // libtorch does every product on such a CPU
             return;
@@ -59,7 +59,7 @@ public sealed class SmallBatchMatMulTests
     {
         // The engine decodes a request alone or beside others; the same row must give the same bits either way, or a
         // seeded request would sample differently under load.
-        if (!SmallBatchMatMul.IsSupported) return;
+        if (!DecodeKernels.IsSupported) return;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (x, w, b) = Operands(dtype, rows: 7, seed: 3);
@@ -75,7 +75,7 @@ public sealed class SmallBatchMatMulTests
     public void ANaNInARowReachesThatRowsOutputsOnly()
     {
         // The engine fails a request whose logits are not finite; the product must not hide a NaN or spread it.
-        if (!SmallBatchMatMul.IsSupported) return;
+        if (!DecodeKernels.IsSupported) return;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (x, w, b) = Operands(ScalarType.BFloat16, rows: 3, seed: 4);
@@ -89,7 +89,7 @@ public sealed class SmallBatchMatMulTests
     public async Task ConcurrentCallersEachGetTheirOwnProduct()
     {
         // Two models on two engine threads share the helper threads: one caller runs on them, the other alone.
-        if (!SmallBatchMatMul.IsSupported) return;
+        if (!DecodeKernels.IsSupported) return;
         var work = Enumerable.Range(0, 4).Select(seed =>
         {
             using var _ = no_grad();
@@ -120,7 +120,7 @@ public sealed class SmallBatchMatMulTests
         var (x, w, _) = Operands(ScalarType.Float32, rows: 2, seed: 5);
         using (no_grad())
         {
-            Assert.Equal(SmallBatchMatMul.IsSupported, SmallBatchMatMul.Applies(2, x, w));
+            Assert.Equal(DecodeKernels.IsSupported, SmallBatchMatMul.Applies(2, x, w));
             Assert.False(SmallBatchMatMul.Applies(SmallBatchMatMul.MaxRows + 1, x, w)); // libtorch's GEMM blocks for reuse
             Assert.False(SmallBatchMatMul.Applies(2, x.to(ScalarType.Float16), w.to(ScalarType.Float16)));
             Assert.False(SmallBatchMatMul.Applies(2, x, w.to(ScalarType.BFloat16)));
@@ -131,7 +131,7 @@ public sealed class SmallBatchMatMulTests
     [Fact]
     public void ShapesThatDoNotMultiplyAreRefused()
     {
-        if (!SmallBatchMatMul.IsSupported) return;
+        if (!DecodeKernels.IsSupported) return;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (x, w, b) = Operands(ScalarType.Float32, rows: 2, seed: 6);
