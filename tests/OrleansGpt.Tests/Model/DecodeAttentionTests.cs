@@ -90,6 +90,21 @@ public sealed class DecodeAttentionTests
     }
 
     [Fact]
+    public void ANaNInARowsCachedKeysReachesThatRowsOutputOnly()
+    {
+        // The engine fails a request whose logits are not finite; attention must neither hide a NaN nor spread it.
+        if (!DecodeKernels.IsSupported) return;
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var (qkv, keys, values) = Operands(ScalarType.BFloat16, 64, seed: 5);
+        keys[1, 0, 3, 10] = tensor(float.NaN).to(ScalarType.BFloat16); // row 1 (position 17) reads position 3 in head 0
+        var y = DecodeAttention.Step(qkv, keys, values, s_positions).to(ScalarType.Float32);
+        Assert.True(y[1].narrow(0, 0, 64).isnan().all().item<bool>(), "head 0 of row 1 should be NaN");
+        Assert.True(y[1].narrow(0, 64, 2 * 64).isfinite().all().item<bool>(), "row 1's other heads should be finite");
+        Assert.True(y[0].isfinite().all().item<bool>() && y[3].isfinite().all().item<bool>(), "other rows should be finite");
+    }
+
+    [Fact]
     public void AppliesOnlyToInferenceInFp32OrBf16WithHeadsOfWholeVectors()
     {
         using var scope = NewDisposeScope();
