@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using OrleansGpt.Training.Generation;
 using OrleansGpt.Training.Model;
+using OrleansGpt.Training.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -86,24 +87,42 @@ internal static class DecodeProfile
             new("embedding (wte + wpe)", Time(() => _ = wte.forward(ids) + wpe.forward(positions))),
             new($"layer norms ({2 * layers + 1})", (2 * layers + 1) * Time(() => lnf.forward(x))),
             new("qkv projection (C -> 3C)", layers * Time(() => qkv.forward(x))),
-            new("split heads, cast to attention dtype", layers * Time(() =>
-            {
-                var split = qkvOut.split(C, dim: 2);
-                _ = split[0].view(R, 1, nh, hs).transpose(1, 2).to(attention);
-                _ = split[1].view(R, 1, nh, hs).transpose(1, 2);
-                _ = split[2].view(R, 1, nh, hs).transpose(1, 2);
-            })),
-            new("KV write (rows into slots)", layers * 2 * Time(() => cacheKeys.view(-1, hs).index_copy_(0, writeRows, k.to(attention).reshape(-1, hs)))),
-            new($"attention (SDPA over {L} keys)", layers * Time(() =>
-                nn.functional.scaled_dot_product_attention(q, cacheKeys.narrow(2, 0, L), cacheKeys.narrow(2, 0, L), mask, 0.0, is_casual: false))),
-            new("merge heads, cast back", layers * Time(() => y.transpose(1, 2).contiguous().view(R, 1, C).to(dtype))),
+        };
+        if (DecodeAttention.Applies(qkvOut, gpt.CacheDtype, hs))
+        {
+            // Our own kernel: the KV write, the attention over each row's positions and the merged heads in one call.
+            var keys = randn(R, nh, L + 1, hs).to(dtype);                 // one layer's cache, in the model's dtype
+            var values = randn(R, nh, L + 1, hs).to(dtype);
+            var flat = qkvOut.view(R, 3 * C);
+            int[] at = [.. Enumerable.Repeat(context - 1, rows)];
+            parts.Add(new($"attention, own kernel (KV write, {L} keys a row, heads merged)", layers * Time(() => DecodeAttention.Step(flat, keys, values, at))));
+        }
+        else
+        {
+            parts.AddRange(
+            [
+                new("split heads, cast to attention dtype", layers * Time(() =>
+                {
+                    var split = qkvOut.split(C, dim: 2);
+                    _ = split[0].view(R, 1, nh, hs).transpose(1, 2).to(attention);
+                    _ = split[1].view(R, 1, nh, hs).transpose(1, 2);
+                    _ = split[2].view(R, 1, nh, hs).transpose(1, 2);
+                })),
+                new("KV write (rows into slots)", layers * 2 * Time(() => cacheKeys.view(-1, hs).index_copy_(0, writeRows, k.to(attention).reshape(-1, hs)))),
+                new($"attention (SDPA over {L} keys)", layers * Time(() =>
+                    nn.functional.scaled_dot_product_attention(q, cacheKeys.narrow(2, 0, L), cacheKeys.narrow(2, 0, L), mask, 0.0, is_casual: false))),
+                new("merge heads, cast back", layers * Time(() => y.transpose(1, 2).contiguous().view(R, 1, C).to(dtype))),
+            ]);
+        }
+        parts.AddRange(
+        [
             new("attention output projection (C -> C)", layers * Time(() => proj.forward(x))),
             new("MLP up (C -> 4C)", layers * Time(() => fc.forward(x))),
             new("GELU", layers * Time(() => nn.functional.gelu(hidden, TorchSharp.Modules.GELU.Approximate.tanh))),
             new("MLP down (4C -> C)", layers * Time(() => fc2.forward(hidden))),
             new("residual adds", 2 * layers * Time(() => _ = x + x)),
             new($"output layer (C -> {V})", Time(() => gpt.Logits(x.view(R, C)))),
-        };
+        ]);
         using var logits = gpt.Logits(x.view(R, C)); // (R, V)
         parts.Add(new("logits to fp32, contiguous", Time(() => logits.to(ScalarType.Float32).contiguous())));
         // An untimed round of each path first: the code of both must be past .NET's first tier before either is
