@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using OrleansGpt.Training.Model;
+using OrleansGpt.Training.Numerics;
 using static TorchSharp.torch;
 
 namespace OrleansGpt.Training.Generation;
@@ -368,7 +369,9 @@ public sealed class ContinuousBatcher : IDisposable
         Timings.DecodeRows += rows;
 
         // Rows are sampled on all cores at once (each request has its own sampler, so the draws do not depend on
-        // how rows are spread), then emitted in slot order on this thread, which alone touches the slots.
+        // how rows are spread), then emitted in slot order on this thread, which alone touches the slots. The threads
+        // are libtorch's own OpenMP team, as for the decode kernels: on .NET's pool a sampling thread competed with the
+        // OpenMP worker still spinning after the step's last op (three busy threads on two cores).
         long sampling = Stopwatch.GetTimestamp();
         var chosen = new (int Token, RequestFailedException? Error)[rows];
         unsafe
@@ -376,11 +379,12 @@ public sealed class ContinuousBatcher : IDisposable
             fixed (float* first = MemoryMarshal.Cast<byte, float>(logits.bytes)) // libtorch's memory: fixed only yields its address
             {
                 nint address = (nint)first;
-                Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = rows < ParallelSamplingRows ? 1 : Math.Max(1, _options.SamplingThreads) }, s =>
+                OpenMp.ForEachThread((part, parts) =>
                 {
-                    if (decoding[s] && _slots[s] is { } r)
-                        chosen[s] = Sample(r, new ReadOnlySpan<float>((float*)address + (long)s * vocab, vocab));
-                });
+                    for (int s = part; s < rows; s += parts)
+                        if (decoding[s] && _slots[s] is { } r)
+                            chosen[s] = Sample(r, new ReadOnlySpan<float>((float*)address + (long)s * vocab, vocab));
+                }, rows < ParallelSamplingRows ? 1 : Math.Max(1, _options.SamplingThreads));
             }
         }
         Timings.Add(ref Timings.SamplingTicks, sampling);

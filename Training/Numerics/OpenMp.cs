@@ -38,6 +38,48 @@ public static unsafe class OpenMp
             api.Parallel(body, state, (uint)threads);
     }
 
+    /// <summary>
+    /// Runs <paramref name="body"/>(thread number, team size) on a team of <paramref name="threads"/> of libtorch's
+    /// OpenMP threads, the caller as number 0, and returns when all have; the first exception any of them threw is
+    /// rethrown here. For managed work between libtorch's ops: on these threads it does not compete with an OpenMP
+    /// worker spinning for libtorch's next region, as work on .NET's thread pool does.
+    /// </summary>
+    public static void ForEachThread(Action<int, int> body, int threads)
+    {
+        var work = new ManagedWork(body);
+        var handle = System.Runtime.InteropServices.GCHandle.Alloc(work);
+        try
+        {
+            Parallel(&RunManaged, (void*)System.Runtime.InteropServices.GCHandle.ToIntPtr(handle), threads);
+        }
+        finally
+        {
+            handle.Free();
+        }
+        if (work.Failure is { } failure)
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+    }
+
+    [System.Runtime.InteropServices.UnmanagedCallersOnly]
+    private static void RunManaged(void* state)
+    {
+        var work = (ManagedWork)System.Runtime.InteropServices.GCHandle.FromIntPtr((nint)state).Target!;
+        try
+        {
+            work.Body(ThreadNumber, TeamSize);
+        }
+        catch (Exception e)
+        {
+            Interlocked.CompareExchange(ref work.Failure, e, null); // nothing may unwind into native code
+        }
+    }
+
+    private sealed class ManagedWork(Action<int, int> body)
+    {
+        public readonly Action<int, int> Body = body;
+        public Exception? Failure;
+    }
+
     private sealed class Api(
         delegate* unmanaged<delegate* unmanaged<void*, void>, void*, uint, uint, void> parallel,
         delegate* unmanaged<int> threadNumber,

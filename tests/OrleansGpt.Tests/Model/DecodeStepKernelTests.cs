@@ -56,6 +56,21 @@ public sealed class DecodeStepKernelTests
         Assert.Equal(Enumerable.Repeat(1, threads).Append(0), runs);
     }
 
+    [Fact]
+    public void ForEachThreadRunsManagedWorkOnEveryThreadOfTheTeamAndRethrowsItsFailure()
+    {
+        // The engine samples a step's rows this way: every thread number once, and a sampler's exception reaches the
+        // engine instead of unwinding into libgomp (which would end the process).
+        int threads = get_num_threads();
+        var runs = new int[threads + 1];
+        OpenMp.ForEachThread((part, parts) => { Assert.Equal(threads, parts); Interlocked.Increment(ref runs[part]); }, threads);
+        Assert.Equal(Enumerable.Repeat(1, threads).Append(0), runs);
+
+        var thrown = Assert.Throws<InvalidOperationException>(() =>
+            OpenMp.ForEachThread((part, _) => { if (part == threads - 1) throw new InvalidOperationException("sampler failed"); }, threads));
+        Assert.Equal("sampler failed", thrown.Message);
+    }
+
     [System.Runtime.InteropServices.UnmanagedCallersOnly]
     private static unsafe void CountRun(void* counts) => Interlocked.Increment(ref ((int*)counts)[OpenMp.ThreadNumber]);
 }
