@@ -96,6 +96,9 @@ public sealed class ContinuousBatcher : IDisposable
         _cache = new SlotKvCache(model, options.Slots, model.Config.BlockSize);
         _slots = new Request?[options.Slots];
         model.eval();
+        // From here libtorch runs on the engine's thread. The thread that built the model and this cache keeps OpenMP
+        // workers of its own, which would leave the engine's workers sleeping between ops on a small machine: end them.
+        OpenMp.ReleaseThisThreadsWorkers();
         _loop = new Thread(Loop) { IsBackground = true, Name = "ContinuousBatcher" };
         _loop.Start();
         ServingMetrics.Register(this, options.Name);

@@ -71,6 +71,24 @@ public sealed class DecodeStepKernelTests
         Assert.Equal("sampler failed", thrown.Message);
     }
 
+    [Fact]
+    public void AThreadThatReleasedItsWorkersStillRunsOnAWholeTeamAfterwards()
+    {
+        // Engines release the OpenMP workers of the thread that built them; that thread may use libtorch again later
+        // (a test, a second engine), and its next parallel region must start a full team again. (The release's point,
+        // that the engine's workers spin rather than sleep, is a timing: bench serve shows it, not this test.)
+        int threads = get_num_threads();
+        using var _ = no_grad();
+        using var model = TestModels.Random();
+        using (var logits = model.NextTokenLogits(TestModels.Ids(5, 6, 7))) { } // this thread's workers exist now
+        OpenMp.ReleaseThisThreadsWorkers();
+        var runs = new int[threads + 1];
+        OpenMp.ForEachThread((part, _) => Interlocked.Increment(ref runs[part]), threads);
+        Assert.Equal(Enumerable.Repeat(1, threads).Append(0), runs);
+        OpenMp.ReleaseThisThreadsWorkers(); // twice in a row, and on a thread with no workers, is harmless
+        OpenMp.ReleaseThisThreadsWorkers();
+    }
+
     [System.Runtime.InteropServices.UnmanagedCallersOnly]
     private static unsafe void CountRun(void* counts) => Interlocked.Increment(ref ((int*)counts)[OpenMp.ThreadNumber]);
 }
