@@ -1,4 +1,5 @@
 using OrleansGpt.Training.Model;
+using OrleansGpt.Training.Numerics;
 using static TorchSharp.torch;
 
 namespace OrleansGpt.Training.Loop;
@@ -38,9 +39,10 @@ public interface ITrainableModel
 /// </summary>
 public sealed class CausalLanguageModel(Gpt model) : ITrainableModel
 {
-    // 128 positions x 50,258 x 4 bytes = 26 MB of logits per chunk: under glibc's largest mmap threshold
-    // (32 MB), so the same heap memory serves every chunk.
-    private const int ChunkPositions = 128;
+    // 128 positions x 50,258 x 4 bytes = 26 MB of fp32 logits per chunk (256 positions of bf16): under glibc's largest
+    // mmap threshold (32 MB), so the same heap memory serves every chunk. (bf16 training, tiny at 8 x 512: chunks of
+    // 128, 256 and 512 positions measured 44-45, 48 and 42 % MFU.)
+    private static int ChunkPositions(ScalarType logits) => logits == ScalarType.BFloat16 ? 256 : 128;
 
     /// <summary>The model being trained.</summary>
     public Gpt Model { get; } = model;
@@ -58,13 +60,48 @@ public sealed class CausalLanguageModel(Gpt model) : ITrainableModel
         double lossSum = 0;
         using var scope = NewDisposeScope();
         var hidden = Model.Hidden(blocks); // (B, T, C), with the graph through the transformer
+        var weight = Model.OutputWeight;   // (V, C)
+        if (SoftmaxCrossEntropy.Applies(hidden))
+        {
+            // The output layer differentiated by hand: per chunk, logits (a GEMM), then the loss and its gradient over
+            // the logits in one kernel, then the two GEMMs of the backward pass writing straight into the hidden
+            // states' gradient and an accumulator for wte's. One backward pass then takes both through the graph
+            // (wte's own share from the embedding lookup is added there).
+            var states = hidden.detach();
+            var statesGrad = zeros_like(states);  // (B, T, C)
+            var weightGrad = zeros_like(weight);  // (V, C)
+            long[] targets;
+            using (var ids = blocks.to(ScalarType.Int64).cpu().contiguous())
+                targets = ids.data<long>().ToArray(); // (B * T): position p's target is token p + 1
+            float gradientScale = (float)(scale / predictions);
+            int chunk = ChunkPositions(hidden.dtype);
+            using (no_grad())
+            {
+                for (long b = 0; b < B; b++)
+                {
+                    for (long start = 0; start < T - 1; start += chunk)
+                    {
+                        using var chunkScope = NewDisposeScope();
+                        long length = Math.Min(chunk, T - 1 - start);
+                        var x = states.select(0, b).narrow(0, start, length);         // (length, C)
+                        var logits = nn.functional.linear(x, weight);                   // (length, V), then its gradient
+                        lossSum += SoftmaxCrossEntropy.LossAndGradient(logits, targets.AsSpan((int)(b * T + start + 1), (int)length), gradientScale);
+                        statesGrad.select(0, b).narrow(0, start, length).addmm_(logits, weight, beta: 0, alpha: 1); // (length, C)
+                        weightGrad.addmm_(logits.t(), x, beta: 1, alpha: 1);            // (V, C)
+                    }
+                }
+            }
+            autograd.backward([hidden, weight], [statesGrad, weightGrad]);
+            return lossSum / predictions;
+        }
+
         var h = hidden.detach().requires_grad_(true); // (B, T, C), the leaf the chunks send gradients to
         for (long b = 0; b < B; b++)
         {
-            for (long start = 0; start < T - 1; start += ChunkPositions)
+            for (long start = 0; start < T - 1; start += ChunkPositions(ScalarType.Float32))
             {
                 using var chunkScope = NewDisposeScope();
-                long length = Math.Min(ChunkPositions, T - 1 - start);
+                long length = Math.Min(ChunkPositions(ScalarType.Float32), T - 1 - start);
                 var states = h.select(0, b).narrow(0, start, length); // (length, C)
                 var targets = blocks.select(0, b).narrow(0, start + 1, length); // (length)
                 var logits = Model.Logits(states).to(ScalarType.Float32); // (length, V)
@@ -87,10 +124,10 @@ public sealed class CausalLanguageModel(Gpt model) : ITrainableModel
         for (long b = 0; b < B; b++)
         {
             long valid = lengths?[b] ?? T; // right padding cannot affect earlier positions under causal attention
-            for (long start = 0; start < valid - 1; start += ChunkPositions)
+            for (long start = 0; start < valid - 1; start += ChunkPositions(ScalarType.Float32))
             {
                 using var chunkScope = NewDisposeScope();
-                long length = Math.Min(ChunkPositions, valid - 1 - start);
+                long length = Math.Min(ChunkPositions(ScalarType.Float32), valid - 1 - start);
                 var logits = Model.Logits(hidden.select(0, b).narrow(0, start, length)).to(ScalarType.Float32); // (length, V)
                 var targets = blocks.select(0, b).narrow(0, start + 1, length);
                 rows[b].LossSum += nn.functional.cross_entropy(logits, targets, reduction: nn.Reduction.Sum).item<float>();

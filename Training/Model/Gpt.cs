@@ -467,6 +467,9 @@ public sealed class Gpt : nn.Module
         return ln_f.forward(x).MoveToOuterDisposeScope(); // (B, T, C)
     }
 
+    /// <summary>The output layer's weight (V, C): wte itself, which the output layer shares with the token embedding.</summary>
+    internal Tensor OutputWeight => wte.weight!;
+
     /// <summary>Next-token logits for hidden states, through the output layer tied to wte.</summary>
     /// <param name="hidden">Hidden states (..., C).</param>
     /// <returns>Logits (..., V) in the model's dtype.</returns>
