@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using TorchSharp;
@@ -30,8 +29,6 @@ public static unsafe class DecodeAttention
 
     /// <summary>Positions one row may attend to (its scores live on the stack: 4 KB for GPT-2's 1,024).</summary>
     public const int MaxPositions = 4096;
-
-    private static Exception? s_lastFailure;
 
     /// <summary>Whether a cache of <paramref name="dtype"/> on <paramref name="device"/> with heads of
     /// <paramref name="headSize"/> is read by this kernel, and so should keep the model's dtype.</summary>
@@ -74,44 +71,29 @@ public static unsafe class DecodeAttention
                 throw new ArgumentOutOfRangeException(nameof(positions), p, $"a position must be -1 or in [0, {Math.Min(capacity, MaxPositions)})");
 
         var y = empty([rows, c], qkv.dtype, qkv.device);
-        int failed = 0;
-        fixed (int* pp = positions)
-        fixed (byte* qp = qkv.bytes)
-        fixed (byte* kp = keys.bytes)
-        fixed (byte* vp = values.bytes)
-        fixed (byte* yp = y.bytes)
+        try
         {
-            var job = new Job(qp, kp, vp, yp, pp, (int)rows, (int)heads, (int)capacity, (int)hs, qkv.dtype == ScalarType.BFloat16, &failed);
-            OpenMp.Parallel(&RunParts, &job, get_num_threads());
+            fixed (int* pp = positions)
+            fixed (byte* qp = qkv.bytes)
+            fixed (byte* kp = keys.bytes)
+            fixed (byte* vp = values.bytes)
+            fixed (byte* yp = y.bytes)
+            {
+                var job = new Job(qp, kp, vp, yp, pp, (int)rows, (int)heads, (int)capacity, (int)hs, qkv.dtype == ScalarType.BFloat16);
+                OpenMp.ForEachThread((part, parts) => job.RunPart(part, parts), get_num_threads());
+            }
         }
-        if (failed != 0)
+        catch
         {
             y.Dispose();
-            throw new InvalidOperationException("A part of a decode step's attention failed", s_lastFailure);
+            throw;
         }
         return y;
     }
 
-    /// <summary>One thread's share of the (row, head) pairs, called by the OpenMP runtime on each thread of the team.</summary>
-    [UnmanagedCallersOnly]
-    private static void RunParts(void* state)
-    {
-        var job = (Job*)state;
-        try
-        {
-            job->RunPart(OpenMp.ThreadNumber, OpenMp.TeamSize);
-        }
-        catch (Exception e)
-        {
-            s_lastFailure = e; // nothing may unwind into native code
-            *job->Failed = 1;
-        }
-    }
-
     /// <summary>One step of one layer: pointers into memory the caller keeps alive (and fixed) until every part is done.</summary>
-    private readonly struct Job(byte* qkv, byte* keys, byte* values, byte* y, int* positions, int rows, int heads, int capacity, int headSize, bool bf16, int* failed)
+    private readonly struct Job(byte* qkv, byte* keys, byte* values, byte* y, int* positions, int rows, int heads, int capacity, int headSize, bool bf16)
     {
-        public readonly int* Failed = failed; // set to 1 by a part that threw
         private readonly byte* Qkv = qkv;     // (R, 3C)
         private readonly byte* Keys = keys;   // (S, nh, P, hs)
         private readonly byte* Values = values;
