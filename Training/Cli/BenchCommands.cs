@@ -224,9 +224,11 @@ internal static class BenchCommands
         var batchSize = new Option<int>("--batch-size") { Description = "Blocks per step", DefaultValueFactory = _ => 8 };
         var steps = new Option<int>("--steps") { Description = "Timed optimizer steps (after one warm-up step)", DefaultValueFactory = _ => 4 };
         var dropout = new Option<double?>("--dropout") { Description = "Dropout during the run (default: the preset's, GPT-2's 0.1; the README's main job trains with 0)" };
+        var kernel = CommandLine.KernelOption("Training: own (attention with dropout, dropout, the output layer's loss)");
+        var rounds = new Option<int>("--rounds") { Description = "Times to repeat the measurement of each kernel, alternating", DefaultValueFactory = _ => 1 };
         var command = new Command("train", "Print training tokens/s and model FLOPs utilisation: (6 x parameters + attention) FLOPs per token x tokens/s over this run's measured GEMM rate")
         {
-            model, dtype, blockSize, batchSize, steps, dropout,
+            model, dtype, blockSize, batchSize, steps, dropout, kernel, rounds,
         };
         command.SetHandler(r =>
         {
@@ -237,43 +239,57 @@ internal static class BenchCommands
                 config = p is >= 0 and < 1 ? config with { Dropout = p } : throw new ArgumentException($"--dropout {p} must be in [0, 1)");
             if (T > config.BlockSize)
                 throw new ArgumentException($"--block-size {T} is longer than the model's {config.BlockSize} positions");
+            bool[] kernels = CommandLine.ParseKernels(r.GetValue(kernel)!);
             NativeAllocator.KeepLargeBlocks();
-            manual_seed(1);
-            using var gpt = new Gpt(config);
-            gpt.InitializeWeights(1);
-            var masters = gpt.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter.detach().clone());
-            if (precision != Precision.Fp32)
-                gpt.to(precision.ToScalarType());
-            var lm = new CausalLanguageModel(gpt);
-            lm.SetTraining(true);
-            using var optimizer = new AdamW(lm.NamedParameters, weightDecay: 0.01, precision == Precision.Fp32 ? null : masters);
-
-            void Step()
+            Console.WriteLine("| model | dtype | dropout | kernel | batch x block | tok/s | s/step | GFLOP/token | achieved GFLOP/s | gemm GFLOP/s | MFU |");
+            Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
+            for (int round = 0; round < r.GetValue(rounds); round++)
+            foreach (bool own in kernels)
             {
-                using var blocks = randint(0, 50257, [B, T]);
-                lm.ForwardBackward(blocks, 1.0);
-                optimizer.ClipGradNorm(1.0);
-                optimizer.Step(1e-4);
-                optimizer.ZeroGrad();
+                TrainingKernels.Enabled = own;
+                double seconds = MeasureTraining(config, precision, B, T, n);
+                // Per token: 6 FLOPs per weight that multiplies (forward 2, backward 4), so not the position table,
+                // plus attention's QK^T and AV, 12 x layers x width x context (Kaplan et al. 2020; nanoGPT's estimate).
+                double flopsPerToken = 6.0 * (config.ParameterCount - (long)config.BlockSize * config.Embedding) + 12.0 * config.Layers * config.Embedding * T;
+                double tokensPerSecond = (double)n * B * T / seconds;
+                double achieved = flopsPerToken * tokensPerSecond / 1e9;
+                double gemm = MeasureGemm(2048, precision.ToScalarType(), 2.0);
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"| {r.GetValue(model)} | {precision.Name()} | {config.Dropout} | {CommandLine.KernelName(own)} | {B} x {T} | {tokensPerSecond:N0} | {seconds / n:F2} | {flopsPerToken / 1e9:F3} | {achieved:F1} | {gemm:F1} | {achieved / gemm:P0} |"));
             }
-            Step(); // warm-up: first-touch allocation of weights, moments and activations
-            var sw = Stopwatch.StartNew();
-            for (int i = 0; i < n; i++) Step();
-            double seconds = sw.Elapsed.TotalSeconds;
-
-            // Per token: 6 FLOPs per weight that multiplies (forward 2, backward 4), so not the position table,
-            // plus attention's QK^T and AV, 12 x layers x width x context (Kaplan et al. 2020; nanoGPT's estimate).
-            double flopsPerToken = 6.0 * (config.ParameterCount - (long)config.BlockSize * config.Embedding) + 12.0 * config.Layers * config.Embedding * T;
-            double tokensPerSecond = (double)n * B * T / seconds;
-            double achieved = flopsPerToken * tokensPerSecond / 1e9;
-            double gemm = MeasureGemm(2048, precision.ToScalarType(), 2.0);
-            Console.WriteLine("| model | dtype | dropout | batch x block | tok/s | s/step | GFLOP/token | achieved GFLOP/s | gemm GFLOP/s | MFU |");
-            Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {r.GetValue(model)} | {precision.Name()} | {config.Dropout} | {B} x {T} | {tokensPerSecond:N0} | {seconds / n:F2} | {flopsPerToken / 1e9:F3} | {achieved:F1} | {gemm:F1} | {achieved / gemm:P0} |"));
+            TrainingKernels.Enabled = true;
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Seconds for <paramref name="steps"/> optimizer steps on random tokens, after one warm-up step.</summary>
+    private static double MeasureTraining(GptConfig config, Precision precision, int B, int T, int steps)
+    {
+        manual_seed(1);
+        using var gpt = new Gpt(config);
+        gpt.InitializeWeights(1);
+        var masters = gpt.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter.detach().clone());
+        if (precision != Precision.Fp32)
+            gpt.to(precision.ToScalarType());
+        var lm = new CausalLanguageModel(gpt);
+        lm.SetTraining(true);
+        using var optimizer = new AdamW(lm.NamedParameters, weightDecay: 0.01, precision == Precision.Fp32 ? null : masters);
+
+        void Step()
+        {
+            using var blocks = randint(0, 50257, [B, T]);
+            lm.ForwardBackward(blocks, 1.0);
+            optimizer.ClipGradNorm(1.0);
+            optimizer.Step(1e-4);
+            optimizer.ZeroGrad();
+        }
+        Step(); // warm-up: first-touch allocation of weights, moments and activations
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < steps; i++) Step();
+        double seconds = sw.Elapsed.TotalSeconds;
+        foreach (var master in masters.Values) master.Dispose();
+        return seconds;
     }
 
     /// <summary>The --model option of the benchmarks that build GPT-2 small (by default) with random weights.</summary>

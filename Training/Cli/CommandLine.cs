@@ -35,9 +35,9 @@ internal static class CommandLine
 
     /// <summary>The benchmarks' --kernel option: who runs a decode step, comma-separated to compare side by side ("own":
     /// <see cref="Numerics.SmallBatchMatMul"/> and <see cref="Numerics.DecodeAttention"/>; "torch": libtorch for all of it).</summary>
-    public static Option<string> KernelOption() => new("--kernel")
+    public static Option<string> KernelOption(string? ownKernels = null) => new("--kernel")
     {
-        Description = $"Decode steps: own (products of up to {Numerics.SmallBatchMatMul.MaxRows} rows and attention over a cache in the model's dtype; needs AVX-512), torch, or both comma-separated to compare",
+        Description = $"{ownKernels ?? $"Decode steps: own (products of up to {Numerics.SmallBatchMatMul.MaxRows} rows and attention over a cache in the model's dtype"}; needs AVX-512), torch, or both comma-separated to compare",
         DefaultValueFactory = _ => "own",
     };
 

@@ -265,13 +265,23 @@ public sealed class KvCache : IKvCache, IDisposable
     }
 }
 
+/// <summary>Dropout on embeddings and residual branches (embd_pdrop, resid_pdrop): <see cref="HashDropout"/> where it
+/// applies (its mask is recomputed from a seed, never drawn element by element nor stored), libtorch's elsewhere.</summary>
+public sealed class GptDropout(double probability) : nn.Module<Tensor, Tensor>(nameof(GptDropout))
+{
+    public override Tensor forward(Tensor x) =>
+        !training || probability == 0 ? x
+        : HashDropout.Applies(x) ? HashDropout.Apply(x, probability)
+        : nn.functional.dropout(x, probability, training: true);
+}
+
 /// <summary>Multi-head causal self-attention.</summary>
 public sealed class CausalSelfAttention : nn.Module
 {
 #pragma warning disable IDE1006 // Field names are the checkpoint keys.
     private readonly Conv1D c_attn;  // query, key and value projections in one (C -> 3C)
     private readonly Conv1D c_proj;  // output projection (C -> C)
-    private readonly Dropout resid_dropout;
+    private readonly GptDropout resid_dropout;
 #pragma warning restore IDE1006
     private readonly GptConfig _config;
     private readonly int _layer;
@@ -282,7 +292,7 @@ public sealed class CausalSelfAttention : nn.Module
         _layer = layer;
         c_attn = new Conv1D(config.Embedding, 3L * config.Embedding);
         c_proj = new Conv1D(config.Embedding, config.Embedding);
-        resid_dropout = nn.Dropout(config.Dropout);
+        resid_dropout = new GptDropout(config.Dropout);
         RegisterComponents();
     }
 
@@ -297,6 +307,14 @@ public sealed class CausalSelfAttention : nn.Module
         var projected = c_attn.forward(x); // (B, T, 3C)
         if (T == 1 && cache?.AttendOne(_layer, projected.view(B, 3 * C)) is { } attended) // (B, C)
             return resid_dropout.forward(c_proj.forward(attended.view(B, 1, C)));
+
+        if (cache is null && CausalAttention.Applies(projected, nh))
+        {
+            // Whole sequences (training, evaluation): our kernel, which applies attention dropout without leaving the
+            // fused path (libtorch's CPU flash attention takes no dropout).
+            var whole = CausalAttention.Attend(projected, (int)nh, training ? _config.Dropout : 0.0); // (B, T, C)
+            return resid_dropout.forward(c_proj.forward(whole));
+        }
 
         var qkv = projected.split(C, dim: 2);
         var q = qkv[0].view(B, T, nh, hs).transpose(1, 2); // (B, nh, T, hs)
@@ -313,9 +331,9 @@ public sealed class CausalSelfAttention : nn.Module
         if (v.dtype != attentionDtype) v = v.to(attentionDtype);
 
         double dropout = training ? _config.Dropout : 0.0;
-        var y = nn.functional.scaled_dot_product_attention(q, k, v, mask, dropout, is_casual: isCausal); // (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C).to(x.dtype); // (B, T, C)
-        return resid_dropout.forward(c_proj.forward(y));
+        var heads = nn.functional.scaled_dot_product_attention(q, k, v, mask, dropout, is_casual: isCausal); // (B, nh, T, hs)
+        var merged = heads.transpose(1, 2).contiguous().view(B, T, C).to(x.dtype); // (B, T, C)
+        return resid_dropout.forward(c_proj.forward(merged));
     }
 }
 
@@ -325,14 +343,14 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
 #pragma warning disable IDE1006 // Field names are the checkpoint keys.
     private readonly Conv1D c_fc;
     private readonly Conv1D c_proj;
-    private readonly Dropout dropout;
+    private readonly GptDropout dropout;
 #pragma warning restore IDE1006
 
     public Mlp(GptConfig config) : base(nameof(Mlp))
     {
         c_fc = new Conv1D(config.Embedding, 4L * config.Embedding);
         c_proj = new Conv1D(4L * config.Embedding, config.Embedding);
-        dropout = nn.Dropout(config.Dropout);
+        dropout = new GptDropout(config.Dropout);
         RegisterComponents();
     }
 
@@ -383,7 +401,7 @@ public sealed class Gpt : nn.Module
 #pragma warning disable IDE1006 // Field names are the checkpoint keys.
     private readonly Embedding wte;   // token embedding (V, C), also the output layer
     private readonly Embedding wpe;   // position embedding (block size, C)
-    private readonly Dropout drop;
+    private readonly GptDropout drop;
     private readonly ModuleList<Block> h;
     private readonly LayerNorm ln_f;
 #pragma warning restore IDE1006
@@ -394,7 +412,7 @@ public sealed class Gpt : nn.Module
         Config = config.Validate();
         wte = nn.Embedding(config.VocabSize, config.Embedding);
         wpe = nn.Embedding(config.BlockSize, config.Embedding);
-        drop = nn.Dropout(config.Dropout);
+        drop = new GptDropout(config.Dropout);
         h = nn.ModuleList(Enumerable.Range(0, config.Layers).Select(i => new Block(config, i)).ToArray());
         ln_f = nn.LayerNorm(config.Embedding, config.LayerNormEpsilon);
         RegisterComponents();
