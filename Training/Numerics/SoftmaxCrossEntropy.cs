@@ -19,16 +19,20 @@ namespace OrleansGpt.Training.Numerics;
 /// </remarks>
 public static unsafe class SoftmaxCrossEntropy
 {
-    /// <summary>Whether <see cref="LossAndGradient"/> takes these logits: CPU, AVX-512, fp32 or bf16.</summary>
+    /// <summary>Whether <see cref="LossAndGradient"/> takes these logits: CPU, AVX-512, fp32 or bf16 (and
+    /// <see cref="TrainingKernels"/> switched on).</summary>
     public static bool Applies(Tensor logits) =>
-        DecodeKernels.IsSupported && logits.device_type == DeviceType.CPU && logits.dtype is ScalarType.Float32 or ScalarType.BFloat16;
+        TrainingKernels.Active && logits.device_type == DeviceType.CPU && logits.dtype is ScalarType.Float32 or ScalarType.BFloat16;
+
+    /// <summary>The target of a row that predicts nothing (a block's last position): its loss is 0, its gradient zeros.</summary>
+    public const long NoTarget = -1;
 
     /// <summary>
     /// Returns the summed loss -log softmax(row)[target] over the rows, and overwrites each row with its gradient
     /// (softmax(row) - one-hot(target)) x <paramref name="gradientScale"/>.
     /// </summary>
     /// <param name="logits">(M, V), contiguous, fp32 or bf16.</param>
-    /// <param name="targets">M target ids, each in [0, V).</param>
+    /// <param name="targets">M target ids, each in [0, V) or <see cref="NoTarget"/>.</param>
     /// <param name="gradientScale">What the loss is multiplied by before differentiating (1 / predictions, say).</param>
     public static double LossAndGradient(Tensor logits, ReadOnlySpan<long> targets, float gradientScale)
     {
@@ -38,8 +42,8 @@ public static unsafe class SoftmaxCrossEntropy
         if (targets.Length != rows)
             throw new ArgumentException($"{rows} rows need {rows} targets, not {targets.Length}", nameof(targets));
         foreach (long t in targets)
-            if ((ulong)t >= (ulong)vocab)
-                throw new ArgumentOutOfRangeException(nameof(targets), t, $"a target must be in [0, {vocab})");
+            if ((ulong)t >= (ulong)vocab && t != NoTarget)
+                throw new ArgumentOutOfRangeException(nameof(targets), t, $"a target must be in [0, {vocab}) or NoTarget ({NoTarget})");
 
         bool bf16 = logits.dtype == ScalarType.BFloat16;
         var losses = new double[rows];
@@ -50,7 +54,9 @@ public static unsafe class SoftmaxCrossEntropy
             OpenMp.ForEachThread((part, parts) =>
             {
                 for (int r = part; r < rows; r += parts)
-                    losses[r] = bf16
+                    losses[r] = ids[r] == NoTarget
+                        ? Clear((byte*)address + (long)r * vocab * (bf16 ? 2 : 4), vocab * (bf16 ? 2 : 4))
+                        : bf16
                         ? Row<Bf16Row>((byte*)address + (long)r * vocab * 2, vocab, (int)ids[r], gradientScale)
                         : Row<Fp32Row>((byte*)address + (long)r * vocab * 4, vocab, (int)ids[r], gradientScale);
             }, Math.Min(rows, get_num_threads()));
@@ -58,6 +64,12 @@ public static unsafe class SoftmaxCrossEntropy
         double sum = 0;
         foreach (double l in losses) sum += l;
         return sum;
+    }
+
+    private static double Clear(byte* row, int bytes)
+    {
+        new Span<byte>(row, bytes).Clear();
+        return 0;
     }
 
     /// <summary>One row: its loss, and its gradient over it.</summary>

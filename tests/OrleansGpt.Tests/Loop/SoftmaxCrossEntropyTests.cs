@@ -42,6 +42,26 @@ public sealed class SoftmaxCrossEntropyTests
         Assert.True((error.narrow(1, Vocab - 12, 12) <= allowed.narrow(1, Vocab - 12, 12)).all().item<bool>(), "the ragged end's gradient is off");
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void ARowWithoutATargetAddsNoLossAndNoGradient(ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        using var g = new Generator(3);
+        var logits = (randn([3, Vocab], generator: g) * 4).to(dtype);
+        if (!SoftmaxCrossEntropy.Applies(logits)) return;
+        var alone = logits.narrow(0, 0, 1).clone();
+        double expected = SoftmaxCrossEntropy.LossAndGradient(alone, [17], 1f);
+
+        var buffer = logits.clone();
+        double sum = SoftmaxCrossEntropy.LossAndGradient(buffer, [17, SoftmaxCrossEntropy.NoTarget, SoftmaxCrossEntropy.NoTarget], 1f);
+
+        Assert.Equal(expected, sum, 12);
+        Assert.True(buffer.narrow(0, 0, 1).eq(alone).all().item<bool>(), "the row with a target changed");
+        Assert.Equal(0.0, buffer.narrow(0, 1, 2).abs().sum().to(ScalarType.Float64).item<double>()); // every column, the ragged end too
+    }
+
     [Fact]
     public void TargetsThatDoNotFitAreRefused()
     {
@@ -49,7 +69,7 @@ public sealed class SoftmaxCrossEntropyTests
         var logits = zeros(2, Vocab);
         if (!SoftmaxCrossEntropy.Applies(logits)) return;
         Assert.Throws<ArgumentOutOfRangeException>(() => SoftmaxCrossEntropy.LossAndGradient(logits, [0, Vocab], 1f));
-        Assert.Throws<ArgumentOutOfRangeException>(() => SoftmaxCrossEntropy.LossAndGradient(logits, [-1, 0], 1f));
+        Assert.Throws<ArgumentOutOfRangeException>(() => SoftmaxCrossEntropy.LossAndGradient(logits, [-2, 0], 1f));
         Assert.Throws<ArgumentException>(() => SoftmaxCrossEntropy.LossAndGradient(logits, [0], 1f)); // a target per row
         Assert.Throws<ArgumentException>(() => SoftmaxCrossEntropy.LossAndGradient(logits.t(), [0, 1], 1f)); // not contiguous
     }
