@@ -1,4 +1,5 @@
 using OrleansGpt.Training.Model;
+using OrleansGpt.Training.Numerics;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -55,6 +56,11 @@ public sealed class AdamW : IDisposable
         foreach (var s in _state)
         {
             if (s.Parameter.grad is not { } g) continue;
+            if (AdamWKernel.AppliesToNorm(g))
+            {
+                sumOfSquares += AdamWKernel.SumOfSquares(g);
+                continue;
+            }
             using var g32 = g.to(ScalarType.Float32);
             using var squares = g32.square().sum();
             sumOfSquares += squares.item<float>();
@@ -94,6 +100,12 @@ public sealed class AdamW : IDisposable
         {
             if (p.grad is null)
                 continue;
+            if (AdamWKernel.Applies(p, p.grad, m, v, master))
+            {
+                AdamWKernel.Step(p, p.grad, m, v, master, decay: decay && WeightDecay != 0 ? (float)(1 - lr * WeightDecay) : 1f,
+                    (float)Beta1, (float)Beta2, stepSize: (float)(lr / bias1), bias2Root: (float)Math.Sqrt(bias2), (float)Epsilon);
+                continue;
+            }
             using var scope = NewDisposeScope();
             var g = master is null ? p.grad : p.grad.to(ScalarType.Float32);
             var w = master ?? p;
