@@ -120,11 +120,12 @@ public sealed class AdamW : IDisposable
         }
     }
 
-    /// <summary>Clears every gradient before the next accumulation.</summary>
+    /// <summary>Drops every gradient before the next accumulation (torch's zero_grad(set_to_none=True)): the next backward
+    /// pass then writes each gradient instead of adding it to zeros, a pass over every parameter fewer.</summary>
     public void ZeroGrad()
     {
         foreach (var s in _state)
-            s.Parameter.grad?.zero_();
+            s.Parameter.grad = null;
     }
 
     /// <summary>The moments as named tensors, for a safetensors file.</summary>
