@@ -156,19 +156,19 @@ public static unsafe class CausalAttention
     /// <summary>One thread's fp32 working memory, 64-byte aligned.</summary>
     private sealed class Scratch : IDisposable
     {
-        public readonly float* Queries, Keys, KeysT, Values, ValuesT, OutGrad, Acc, KeyGrad, ValueGrad, Weights, WeightsT, Grads, RowStats, RowStats2;
+        public readonly float* Queries, Keys, KeysT, Values, ValuesT, OutGrad, Acc, KeyGrad, ValueGrad, Weights, Grads, RowStats, RowStats2;
         private readonly float* _memory;
 
         public Scratch(Shape s)
         {
             long head = (long)s.Padded * s.HeadSize, block = Block * s.HeadSize, square = Block * Block;
-            long total = 6 * head + 3 * block + 3 * square + 2 * s.Padded;
+            long total = 6 * head + 3 * block + 2 * square + 2 * s.Padded;
             _memory = (float*)NativeMemory.AlignedAlloc((nuint)(total * sizeof(float)), 64);
             float* p = _memory;
             float* Take(long n) { var r = p; p += n; return r; }
             Queries = Take(head); Keys = Take(head); KeysT = Take(head); Values = Take(head); ValuesT = Take(head); OutGrad = Take(head);
             Acc = Take(block); KeyGrad = Take(block); ValueGrad = Take(block);
-            Weights = Take(square); WeightsT = Take(square); Grads = Take(square);
+            Weights = Take(square); Grads = Take(square);
             RowStats = Take(s.Padded); RowStats2 = Take(s.Padded);
         }
 
@@ -275,7 +275,7 @@ public static unsafe class CausalAttention
                             (Vector512.Load(acc + r * hs + d) * f).Store(acc + r * hs + d);
                     }
                 }
-                Accumulate(w.Weights, w.Values + (long)k0 * hs, acc, hs);
+                Accumulate(w.Weights, 1, Block, w.Values + (long)k0 * hs, acc, hs);
             }
             for (int r = 0; r < Block && r0 + r < s.Length; r++)
             {
@@ -359,11 +359,9 @@ public static unsafe class CausalAttention
                         (p * (g - d)).Store(grads + 16 * v); // dS = P (dP - D)
                     }
                 }
-                Transpose(w.Weights, Block, Block, w.WeightsT);
-                Accumulate(w.WeightsT, dO, w.ValueGrad, hs);                           // dV += P_dropped^T dO
-                Accumulate(w.Grads, w.Keys + (long)k0 * hs, queryGrad + (long)r0 * hs, hs); // dQ += dS K (scaled at the end)
-                Transpose(w.Grads, Block, Block, w.WeightsT);
-                Accumulate(w.WeightsT, q, w.KeyGrad, hs);                              // dK += dS^T (Q / sqrt(hs))
+                Accumulate(w.Weights, Block, 1, dO, w.ValueGrad, hs);       // dV += P_dropped^T dO (P read down its columns)
+                Accumulate(w.Grads, 1, Block, w.Keys + (long)k0 * hs, queryGrad + (long)r0 * hs, hs); // dQ += dS K (scaled at the end)
+                Accumulate(w.Grads, Block, 1, q, w.KeyGrad, hs);              // dK += dS^T (Q / sqrt(hs))
             }
             int keysHere = Math.Min(Block, s.Length - k0);
             byte* gradRows = qkvGrad + (sequence + k0) * 3 * C * s.ElementSize;
@@ -411,12 +409,13 @@ public static unsafe class CausalAttention
         }
     }
 
-    /// <summary>Out (64, hs) += X (64, 64) @ Y (64 rows, hs).</summary>
-    private static void Accumulate(float* x, float* y, float* o, int hs)
+    /// <summary>Out (64, hs) += X (64, 64) @ Y (64 rows, hs), where X[r, k] is x[r * rowStep + k * kStep]: (rowStep, kStep)
+    /// = (64, 1) reads a row-major block as it is, (1, 64) reads it transposed, so no transposed copy is made.</summary>
+    private static void Accumulate(float* x, int kStep, int rowStep, float* y, float* o, int hs)
     {
         for (int r = 0; r < Block; r += 4)
         {
-            float* x0 = x + r * Block, x1 = x0 + Block, x2 = x1 + Block, x3 = x2 + Block;
+            float* x0 = x + r * rowStep, x1 = x0 + rowStep, x2 = x1 + rowStep, x3 = x2 + rowStep;
             float* o0 = o + (long)r * hs, o1 = o0 + hs, o2 = o1 + hs, o3 = o2 + hs;
             int c = 0;
             for (; c + 64 <= hs; c += 64)
@@ -429,13 +428,13 @@ public static unsafe class CausalAttention
                 {
                     float* row = y + (long)k * hs + c;
                     var b0 = Vector512.Load(row); var b1 = Vector512.Load(row + 16); var b2 = Vector512.Load(row + 32); var b3 = Vector512.Load(row + 48);
-                    var v = Vector512.Create(x0[k]);
+                    var v = Vector512.Create(x0[k * kStep]);
                     c00 = Avx512F.FusedMultiplyAdd(v, b0, c00); c01 = Avx512F.FusedMultiplyAdd(v, b1, c01); c02 = Avx512F.FusedMultiplyAdd(v, b2, c02); c03 = Avx512F.FusedMultiplyAdd(v, b3, c03);
-                    v = Vector512.Create(x1[k]);
+                    v = Vector512.Create(x1[k * kStep]);
                     c10 = Avx512F.FusedMultiplyAdd(v, b0, c10); c11 = Avx512F.FusedMultiplyAdd(v, b1, c11); c12 = Avx512F.FusedMultiplyAdd(v, b2, c12); c13 = Avx512F.FusedMultiplyAdd(v, b3, c13);
-                    v = Vector512.Create(x2[k]);
+                    v = Vector512.Create(x2[k * kStep]);
                     c20 = Avx512F.FusedMultiplyAdd(v, b0, c20); c21 = Avx512F.FusedMultiplyAdd(v, b1, c21); c22 = Avx512F.FusedMultiplyAdd(v, b2, c22); c23 = Avx512F.FusedMultiplyAdd(v, b3, c23);
-                    v = Vector512.Create(x3[k]);
+                    v = Vector512.Create(x3[k * kStep]);
                     c30 = Avx512F.FusedMultiplyAdd(v, b0, c30); c31 = Avx512F.FusedMultiplyAdd(v, b1, c31); c32 = Avx512F.FusedMultiplyAdd(v, b2, c32); c33 = Avx512F.FusedMultiplyAdd(v, b3, c33);
                 }
                 c00.Store(o0 + c); c01.Store(o0 + c + 16); c02.Store(o0 + c + 32); c03.Store(o0 + c + 48);
@@ -449,10 +448,10 @@ public static unsafe class CausalAttention
                 for (int k = 0; k < Block; k++)
                 {
                     var b0 = Vector512.Load(y + (long)k * hs + c);
-                    c0 = Avx512F.FusedMultiplyAdd(Vector512.Create(x0[k]), b0, c0);
-                    c1 = Avx512F.FusedMultiplyAdd(Vector512.Create(x1[k]), b0, c1);
-                    c2 = Avx512F.FusedMultiplyAdd(Vector512.Create(x2[k]), b0, c2);
-                    c3 = Avx512F.FusedMultiplyAdd(Vector512.Create(x3[k]), b0, c3);
+                    c0 = Avx512F.FusedMultiplyAdd(Vector512.Create(x0[k * kStep]), b0, c0);
+                    c1 = Avx512F.FusedMultiplyAdd(Vector512.Create(x1[k * kStep]), b0, c1);
+                    c2 = Avx512F.FusedMultiplyAdd(Vector512.Create(x2[k * kStep]), b0, c2);
+                    c3 = Avx512F.FusedMultiplyAdd(Vector512.Create(x3[k * kStep]), b0, c3);
                 }
                 c0.Store(o0 + c); c1.Store(o1 + c); c2.Store(o2 + c); c3.Store(o3 + c);
             }
