@@ -260,7 +260,7 @@ public static unsafe class CausalAttention
                     var total = Vector512<float>.Zero;
                     for (int v = 0; v < Vectors; v++)
                     {
-                        var p = Vector512.Exp(Vector512.Load(weights + 16 * v) - shift);
+                        var p = FastExp.Of(Vector512.Load(weights + 16 * v) - shift);
                         total += p;
                         if (threshold != 0)
                             p = Vector512.ConditionalSelect(DropoutMask.KeepLanes((uint)(row * s.Length + k0 + 16 * v), pairSeed, threshold), p * Vector512.Create(keepScale), Vector512<float>.Zero);
@@ -343,7 +343,7 @@ public static unsafe class CausalAttention
                     var d = Vector512.Create(dot[row]);
                     for (int v = 0; v < Vectors; v++)
                     {
-                        var p = Vector512.Exp(Vector512.Load(weights + 16 * v) - shift);
+                        var p = FastExp.Of(Vector512.Load(weights + 16 * v) - shift);
                         if (kb == qb)
                             p = Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.Create(k0 + 16 * v) + Vector512<int>.Indices, Vector512.Create(row)).AsSingle(), Vector512<float>.Zero, p);
                         var g = Vector512.Load(grads + 16 * v);

@@ -96,7 +96,7 @@ public static unsafe class SoftmaxCrossEntropy
         var total = Vector512<float>.Zero;
         for (int i = 0; i < whole; i += 16)
         {
-            var e = Vector512.Exp(TRow.Load(row, i) - shift);
+            var e = FastExp.Of(TRow.Load(row, i) - shift);
             e.Store(scratch + i);
             total += e;
         }
