@@ -359,7 +359,7 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var h = c_fc.forward(x); // (B, T, 4C)
-        using var a = nn.functional.gelu(h, GELU.Approximate.tanh);
+        using var a = TanhGelu.Applies(h) ? TanhGelu.Apply(h) : nn.functional.gelu(h, GELU.Approximate.tanh);
         return dropout.forward(c_proj.forward(a)); // (B, T, C)
     }
 }

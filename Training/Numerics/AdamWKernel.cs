@@ -35,7 +35,7 @@ public static unsafe class AdamWKernel
         if (n == 0) return;
         bool bf16 = master is not null;
         nint p = Address(parameter), g = Address(grad), m = Address(expAvg), v = Address(expAvgSq), w = master is null ? p : Address(master);
-        Split(n, (start, end) =>
+        OpenMp.ForRanges(n, (start, end) =>
         {
             var (d, b1, c1, b2, c2, s, r, e) = (Vector512.Create(decay), Vector512.Create(beta1), Vector512.Create(1 - beta1),
                 Vector512.Create(beta2), Vector512.Create(1 - beta2), Vector512.Create(stepSize), Vector512.Create(bias2Root), Vector512.Create(epsilon));
@@ -79,7 +79,7 @@ public static unsafe class AdamWKernel
         bool bf16 = grad.dtype == ScalarType.BFloat16;
         nint g = Address(grad);
         var sums = new double[Math.Max(1, get_num_threads())];
-        Split(n, (start, end) =>
+        OpenMp.ForRanges(n, (start, end) =>
         {
             double total = 0;
             long whole = start + (end - start) / 16 * 16;
@@ -102,24 +102,6 @@ public static unsafe class AdamWKernel
             sums[OpenMp.ThreadNumber] += total;
         });
         return sums.Sum();
-    }
-
-    /// <summary>Runs <paramref name="body"/>(start, end) over [0, n) in one part per thread, each a whole number of vectors
-    /// but the last; small tensors take one thread.</summary>
-    private static void Split(long n, Action<long, long> body)
-    {
-        int threads = (int)Math.Clamp(n / 65536, 1, get_num_threads());
-        if (threads == 1)
-        {
-            body(0, n);
-            return;
-        }
-        OpenMp.ForEachThread((part, parts) =>
-        {
-            long vectors = n / 16;
-            long start = vectors * part / parts * 16, end = part == parts - 1 ? n : vectors * (part + 1) / parts * 16;
-            body(start, end);
-        }, threads);
     }
 
     private static nint Address(Tensor contiguous)

@@ -156,7 +156,8 @@ public static unsafe class CausalAttention
     /// <summary>One thread's fp32 working memory, 64-byte aligned.</summary>
     private sealed class Scratch : IDisposable
     {
-        public readonly float* Queries, Keys, KeysT, Values, ValuesT, OutGrad, Acc, KeyGrad, ValueGrad, Weights, Grads, RowStats, RowStats2;
+        public readonly float* Queries, Keys, KeysT, Values, ValuesT, OutGrad, Acc, KeyGrad, ValueGrad, Weights, Grads;
+        public readonly float* RowStats, RowStats2; // per position: the running maximum and sum (forward); log-sum-exp and dO . O (backward)
         private readonly float* _memory;
 
         public Scratch(Shape s)

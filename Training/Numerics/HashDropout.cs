@@ -63,11 +63,8 @@ public static unsafe class HashDropout
         nint from, to;
         fixed (byte* p = x.bytes) from = (nint)p;
         fixed (byte* p = y.bytes) to = (nint)p;
-        int threads = (int)Math.Min(get_num_threads(), (n + 65535) / 65536);
-        OpenMp.ForEachThread((part, parts) =>
+        OpenMp.ForRanges(n, (start, end) =>
         {
-            // Whole vectors in parts of equal length; the last part also takes the ragged end.
-            long vectors = n / 16, start = vectors * part / parts * 16, end = part == parts - 1 ? n : vectors * (part + 1) / parts * 16;
             var factor = Vector512.Create(scale);
             long i = start;
             for (; i + 16 <= end; i += 16)
@@ -89,7 +86,7 @@ public static unsafe class HashDropout
                 if (bf16) ((ushort*)to)[i] = kept ? Bf16.Round(Bf16.ToSingle(((ushort*)from)[i]) * scale) : (ushort)0;
                 else ((float*)to)[i] = kept ? ((float*)from)[i] * scale : 0f;
             }
-        }, Math.Max(1, threads));
+        });
         return y;
     }
 }

@@ -76,6 +76,28 @@ public static unsafe class OpenMp
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
     }
 
+    /// <summary>
+    /// Runs <paramref name="body"/>(start, end) over [0, <paramref name="count"/>) split into one range per thread of the
+    /// team (<see cref="ForEachThread"/>), each a whole number of 16-element vectors but the last, which also takes the
+    /// ragged end; under <paramref name="perThread"/> elements a thread, fewer threads (down to the caller alone).
+    /// For elementwise kernels.
+    /// </summary>
+    public static void ForRanges(long count, Action<long, long> body, long perThread = 65536)
+    {
+        int threads = (int)Math.Clamp(count / perThread, 1, TorchSharp.torch.get_num_threads());
+        if (threads == 1)
+        {
+            body(0, count);
+            return;
+        }
+        ForEachThread((part, parts) =>
+        {
+            long vectors = count / 16;
+            long start = vectors * part / parts * 16, end = part == parts - 1 ? count : vectors * (part + 1) / parts * 16;
+            body(start, end);
+        }, threads);
+    }
+
     [System.Runtime.InteropServices.UnmanagedCallersOnly]
     private static void RunManaged(void* state)
     {
