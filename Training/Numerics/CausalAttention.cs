@@ -62,6 +62,12 @@ public static unsafe class CausalAttention
         if (dropout is < 0 or >= 1 || double.IsNaN(dropout))
             throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "dropout must be in [0, 1)");
         ulong maskSeed = dropout == 0 ? 0 : seed ?? DropoutMask.NewSeed();
+        if (!qkv.requires_grad || !is_grad_enabled())
+        {
+            var (output, logSumExp) = Forward(qkv.contiguous(), heads, dropout, maskSeed); // nothing to differentiate: no autograd node
+            logSumExp.Dispose();
+            return output;
+        }
         return AttentionFunction.apply(qkv.contiguous(), heads, dropout, maskSeed);
     }
 

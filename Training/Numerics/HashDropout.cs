@@ -28,7 +28,8 @@ public static unsafe class HashDropout
             throw new ArgumentException($"{x.dtype} on {x.device} with {x.numel()} elements: fp32 or bf16 on an AVX-512 CPU, under 2^32 elements", nameof(x));
         if (dropout is < 0 or >= 1 || double.IsNaN(dropout))
             throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "dropout must be in [0, 1)");
-        return DropoutFunction.apply(x.contiguous(), dropout, seed ?? DropoutMask.NewSeed());
+        ulong maskSeed = seed ?? DropoutMask.NewSeed();
+        return x.requires_grad && is_grad_enabled() ? DropoutFunction.apply(x.contiguous(), dropout, maskSeed) : Mask(x.contiguous(), dropout, maskSeed);
     }
 
     /// <summary>Whether element <paramref name="index"/> (in row-major order) survives under <paramref name="seed"/>.</summary>

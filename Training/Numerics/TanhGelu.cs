@@ -31,7 +31,9 @@ public static unsafe class TanhGelu
     {
         if (!Applies(x))
             throw new ArgumentException($"{x.dtype} on {x.device}: fp32 or bf16 on an AVX-512 CPU", nameof(x));
-        return GeluFunction.apply(x.contiguous());
+        // Without a gradient to take (inference), the kernel alone: the autograd node's set-up costs more than a decode
+        // step's GELU.
+        return x.requires_grad && is_grad_enabled() ? GeluFunction.apply(x.contiguous()) : Run(x.contiguous(), null);
     }
 
     private sealed class GeluFunction : autograd.SingleTensorFunction<GeluFunction>
