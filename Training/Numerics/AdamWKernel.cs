@@ -34,7 +34,7 @@ public static unsafe class AdamWKernel
         long n = parameter.numel();
         if (n == 0) return;
         bool bf16 = master is not null;
-        nint p = Address(parameter), g = Address(grad), m = Address(expAvg), v = Address(expAvgSq), w = master is null ? p : Address(master);
+        nint p = TensorMemory.Address(parameter), g = TensorMemory.Address(grad), m = TensorMemory.Address(expAvg), v = TensorMemory.Address(expAvgSq), w = master is null ? p : TensorMemory.Address(master);
         OpenMp.ForRanges(n, (start, end) =>
         {
             var (d, b1, c1, b2, c2, s, r, e) = (Vector512.Create(decay), Vector512.Create(beta1), Vector512.Create(1 - beta1),
@@ -77,7 +77,7 @@ public static unsafe class AdamWKernel
         long n = grad.numel();
         if (n == 0) return 0;
         bool bf16 = grad.dtype == ScalarType.BFloat16;
-        nint g = Address(grad);
+        nint g = TensorMemory.Address(grad);
         var sums = new double[Math.Max(1, get_num_threads())];
         OpenMp.ForRanges(n, (start, end) =>
         {
@@ -104,8 +104,4 @@ public static unsafe class AdamWKernel
         return sums.Sum();
     }
 
-    private static nint Address(Tensor contiguous)
-    {
-        fixed (byte* p = contiguous.bytes) return (nint)p; // libtorch's memory: it does not move
-    }
 }

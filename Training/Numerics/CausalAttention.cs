@@ -127,7 +127,7 @@ public static unsafe class CausalAttention
         var output = empty([shape.Sequences, shape.Length, shape.Width], qkv.dtype);          // (B, T, C)
         var logSumExp = empty([shape.Sequences, heads, shape.Length], ScalarType.Float32);    // (B, nh, T)
         if (shape.Length == 0) return (output, logSumExp);
-        nint source = Address(qkv), target = Address(output), lse = Address(logSumExp);
+        nint source = TensorMemory.Address(qkv), target = TensorMemory.Address(output), lse = TensorMemory.Address(logSumExp);
         OpenMp.ForEachThread((part, parts) =>
         {
             using var scratch = new Scratch(shape);
@@ -143,7 +143,7 @@ public static unsafe class CausalAttention
         var qkvGrad = empty_like(qkv); // every element is written: each head's query, key and value columns, every position
         if (shape.Length == 0) return qkvGrad;
         if (outputGrad.dtype != qkv.dtype) outputGrad = outputGrad.to(qkv.dtype);
-        nint source = Address(qkv), o = Address(output), lse = Address(logSumExp), dOut = Address(outputGrad), dQkv = Address(qkvGrad);
+        nint source = TensorMemory.Address(qkv), o = TensorMemory.Address(output), lse = TensorMemory.Address(logSumExp), dOut = TensorMemory.Address(outputGrad), dQkv = TensorMemory.Address(qkvGrad);
         OpenMp.ForEachThread((part, parts) =>
         {
             using var scratch = new Scratch(shape);
@@ -154,10 +154,6 @@ public static unsafe class CausalAttention
         return qkvGrad;
     }
 
-    private static nint Address(Tensor contiguous)
-    {
-        fixed (byte* p = contiguous.bytes) return (nint)p; // libtorch's memory: it does not move
-    }
 
     /// <summary>One thread's fp32 working memory, 64-byte aligned.</summary>
     private sealed class Scratch : IDisposable

@@ -61,9 +61,7 @@ public static unsafe class HashDropout
         bool bf16 = x.dtype == ScalarType.BFloat16;
         uint threshold = DropoutMask.Threshold(dropout), maskSeed = (uint)seed;
         float scale = (float)(1 / (1 - dropout));
-        nint from, to;
-        fixed (byte* p = x.bytes) from = (nint)p;
-        fixed (byte* p = y.bytes) to = (nint)p;
+        nint from = TensorMemory.Address(x), to = TensorMemory.Address(y);
         OpenMp.ForRanges(n, (start, end) =>
         {
             var factor = Vector512.Create(scale);

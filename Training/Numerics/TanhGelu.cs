@@ -59,7 +59,7 @@ public static unsafe class TanhGelu
         if (n == 0) return y;
         if (outputGrad is not null && outputGrad.dtype != x.dtype) outputGrad = outputGrad.to(x.dtype);
         bool bf16 = x.dtype == ScalarType.BFloat16, backward = outputGrad is not null;
-        nint from = Address(x), to = Address(y), grads = backward ? Address(outputGrad!) : 0;
+        nint from = TensorMemory.Address(x), to = TensorMemory.Address(y), grads = backward ? TensorMemory.Address(outputGrad!) : 0;
         OpenMp.ForRanges(n, (start, end) =>
         {
             long i = start;
@@ -115,8 +115,4 @@ public static unsafe class TanhGelu
         return half * (Vector512<float>.One + t) + half * x * (Vector512<float>.One - t * t) * du;
     }
 
-    private static nint Address(Tensor contiguous)
-    {
-        fixed (byte* p = contiguous.bytes) return (nint)p; // libtorch's memory: it does not move
-    }
 }
