@@ -42,7 +42,7 @@ public static unsafe class AdamWKernel
             long i = start;
             for (; i + 16 <= end; i += 16)
             {
-                var gi = bf16 ? Bf16.Widen((ushort*)g + i) : Vector512.Load((float*)g + i);
+                var gi = Bf16.Load((void*)g, i, bf16);
                 var wi = Vector512.Load((float*)w + i) * d;
                 var mi = Vector512.Load((float*)m + i) * b1 + gi * c1;
                 var vi = Vector512.Load((float*)v + i) * b2 + gi * gi * c2;
@@ -54,7 +54,7 @@ public static unsafe class AdamWKernel
             }
             for (; i < end; i++)
             {
-                float gi = bf16 ? Bf16.ToSingle(((ushort*)g)[i]) : ((float*)g)[i];
+                float gi = Bf16.At((void*)g, i, bf16);
                 float wi = ((float*)w)[i] * decay;
                 float mi = ((float*)m)[i] * beta1 + gi * (1 - beta1);
                 float vi = ((float*)v)[i] * beta2 + gi * gi * (1 - beta2);
@@ -89,19 +89,18 @@ public static unsafe class AdamWKernel
                 var lanes = Vector512<float>.Zero;
                 for (long i = block; i < stop; i += 16)
                 {
-                    var x = bf16 ? Bf16.Widen((ushort*)g + i) : Vector512.Load((float*)g + i);
+                    var x = Bf16.Load((void*)g, i, bf16);
                     lanes += x * x;
                 }
                 total += Vector512.Sum(lanes);
             }
             for (long i = whole; i < end; i++)
             {
-                float x = bf16 ? Bf16.ToSingle(((ushort*)g)[i]) : ((float*)g)[i];
+                float x = Bf16.At((void*)g, i, bf16);
                 total += x * x;
             }
             sums[OpenMp.ThreadNumber] += total;
         });
         return sums.Sum();
     }
-
 }

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -154,7 +153,6 @@ public static unsafe class CausalAttention
         return qkvGrad;
     }
 
-
     /// <summary>One thread's fp32 working memory, 64-byte aligned.</summary>
     private sealed class Scratch : IDisposable
     {
@@ -188,8 +186,7 @@ public static unsafe class CausalAttention
             byte* row = rows + t * rowStride * s.ElementSize;
             for (int d = 0; d < hs; d += 16)
             {
-                var v = s.Bf16 ? Bf16.Widen((ushort*)row + offset + d) : Vector512.Load((float*)row + offset + d);
-                (v * factor).Store(into + (long)t * hs + d);
+                (Bf16.Load(row, offset + d, s.Bf16) * factor).Store(into + (long)t * hs + d);
             }
         }
         new Span<float>(into + (long)s.Length * hs, (s.Padded - s.Length) * hs).Clear();
@@ -213,9 +210,7 @@ public static unsafe class CausalAttention
             byte* row = rows + t * rowStride * s.ElementSize;
             for (int d = 0; d < hs; d += 16)
             {
-                var v = Vector512.Load(from + (long)t * hs + d) * factor;
-                if (s.Bf16) Bf16.Narrow(v).Store((ushort*)row + offset + d);
-                else v.Store((float*)row + offset + d);
+                Bf16.Store(Vector512.Load(from + (long)t * hs + d) * factor, row, offset + d, s.Bf16);
             }
         }
     }
@@ -253,11 +248,11 @@ public static unsafe class CausalAttention
                     {
                         var x = Vector512.Load(weights + 16 * v);
                         if (kb == qb)
-                            x = Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.Create(k0 + 16 * v) + Vector512<int>.Indices, Vector512.Create(row)).AsSingle(), Vector512.Create(float.NegativeInfinity), x);
+                            x = Vector512.ConditionalSelect(AfterRow(k0 + 16 * v, row), Vector512.Create(float.NegativeInfinity), x);
                         x.Store(weights + 16 * v);
                         top = Vector512.Max(top, x);
                     }
-                    float newMax = MathF.Max(max[r], HorizontalMax(top));
+                    float newMax = MathF.Max(max[r], Horizontal.Max(top));
                     float rescale = MathF.Exp(max[r] - newMax); // 0 on the first block (max was -inf)
                     var shift = Vector512.Create(newMax);
                     var total = Vector512<float>.Zero;
@@ -316,8 +311,7 @@ public static unsafe class CausalAttention
             var total = Vector512<float>.Zero;
             for (int d = 0; d < hs; d += 16)
             {
-                var o = s.Bf16 ? Bf16.Widen((ushort*)row + h * hs + d) : Vector512.Load((float*)row + h * hs + d);
-                total += o * Vector512.Load(w.OutGrad + (long)t * hs + d);
+                total += Bf16.Load(row, h * hs + d, s.Bf16) * Vector512.Load(w.OutGrad + (long)t * hs + d);
             }
             dot[t] = Vector512.Sum(total);
         }
@@ -348,7 +342,7 @@ public static unsafe class CausalAttention
                     {
                         var p = FastExp.Of(Vector512.Load(weights + 16 * v) - shift);
                         if (kb == qb)
-                            p = Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.Create(k0 + 16 * v) + Vector512<int>.Indices, Vector512.Create(row)).AsSingle(), Vector512<float>.Zero, p);
+                            p = Vector512.ConditionalSelect(AfterRow(k0 + 16 * v, row), Vector512<float>.Zero, p);
                         var g = Vector512.Load(grads + 16 * v);
                         var dropped = p;
                         if (threshold != 0)
@@ -374,12 +368,10 @@ public static unsafe class CausalAttention
         Store(s, queryGrad, scale, qkvGrad + sequence * 3 * C * s.ElementSize, 3 * C, h * hs);
     }
 
-    private static float HorizontalMax(Vector512<float> v)
-    {
-        float m = float.NegativeInfinity;
-        for (int i = 0; i < 16; i++) m = MathF.Max(m, v.GetElement(i));
-        return m;
-    }
+    /// <summary>All-ones lanes for keys [firstKey, firstKey + 16) that come after <paramref name="row"/>: the causal mask
+    /// of a diagonal block.</summary>
+    private static Vector512<float> AfterRow(int firstKey, int row) =>
+        Vector512.GreaterThan(Vector512.Create(firstKey) + Vector512<int>.Indices, Vector512.Create(row)).AsSingle();
 
     /// <summary>S (64, 64) = A (64 rows, hs) @ Bt (hs, 64 of a row stride <paramref name="stride"/>).</summary>
     private static void Scores(float* a, float* bt, int stride, float* s, int hs)

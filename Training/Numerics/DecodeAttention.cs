@@ -169,9 +169,7 @@ public static unsafe class DecodeAttention
             var top = Vector512.Create(float.NegativeInfinity);
             for (int j = 0; j < padded; j += 16)
                 top = Vector512.Max(top, Vector512.Load(scores + j));
-            float max = float.NegativeInfinity;
-            for (int i = 0; i < 16; i++)
-                max = MathF.Max(max, top.GetElement(i));
+            float max = Horizontal.Max(top);
             var shift = Vector512.Create(max);
             var total = Vector512<float>.Zero;
             for (int j = 0; j < padded; j += 16)
@@ -259,17 +257,10 @@ public static unsafe class DecodeAttention
 
         /// <summary>Elements [16k, 16k + 16) of a row as floats.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private Vector512<float> Load(byte* row, int k) =>
-            IsBf16 ? Bf16.Widen((ushort*)row + 16 * k) : Vector512.Load((float*)row + 16 * k);
+        private Vector512<float> Load(byte* row, int k) => Bf16.Load(row, 16 * k, IsBf16);
 
         /// <summary>Writes elements [16k, 16k + 16) of an output row, a bf16 row rounded to nearest even.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void Store(byte* row, int k, Vector512<float> v)
-        {
-            if (IsBf16)
-                Bf16.Narrow(v).Store((ushort*)row + 16 * k);
-            else
-                v.Store((float*)row + 16 * k);
-        }
+        private void Store(byte* row, int k, Vector512<float> v) => Bf16.Store(v, row, 16 * k, IsBf16);
     }
 }

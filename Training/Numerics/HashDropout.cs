@@ -69,21 +69,12 @@ public static unsafe class HashDropout
             for (; i + 16 <= end; i += 16)
             {
                 var keep = DropoutMask.KeepLanes((uint)i, maskSeed, threshold);
-                if (bf16)
-                {
-                    var v = Vector512.ConditionalSelect(keep, Bf16.Widen((ushort*)from + i) * factor, Vector512<float>.Zero);
-                    Bf16.Narrow(v).Store((ushort*)to + i);
-                }
-                else
-                {
-                    Vector512.ConditionalSelect(keep, Vector512.Load((float*)from + i) * factor, Vector512<float>.Zero).Store((float*)to + i);
-                }
+                Bf16.Store(Vector512.ConditionalSelect(keep, Bf16.Load((void*)from, i, bf16) * factor, Vector512<float>.Zero), (void*)to, i, bf16);
             }
             for (; i < end; i++)
             {
                 bool kept = DropoutMask.Keeps((uint)i, maskSeed, threshold);
-                if (bf16) ((ushort*)to)[i] = kept ? Bf16.Round(Bf16.ToSingle(((ushort*)from)[i]) * scale) : (ushort)0;
-                else ((float*)to)[i] = kept ? ((float*)from)[i] * scale : 0f;
+                Bf16.Set((void*)to, i, bf16, kept ? Bf16.At((void*)from, i, bf16) * scale : 0f);
             }
         });
         return y;

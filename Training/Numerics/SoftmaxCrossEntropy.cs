@@ -86,9 +86,7 @@ public static unsafe class SoftmaxCrossEntropy
         var top = Vector512.Create(float.NegativeInfinity);
         for (int i = 0; i < whole; i += 16)
             top = Vector512.Max(top, TRow.Load(row, i));
-        float max = float.NegativeInfinity;
-        for (int i = 0; i < 16; i++)
-            max = MathF.Max(max, top.GetElement(i));
+        float max = Horizontal.Max(top);
         for (int i = whole; i < vocab; i++)
             max = MathF.Max(max, TRow.At(row, i));
 

@@ -65,10 +65,8 @@ public static unsafe class TanhGelu
             long i = start;
             for (; i + 16 <= end; i += 16)
             {
-                var v = bf16 ? Bf16.Widen((ushort*)from + i) : Vector512.Load((float*)from + i);
-                var r = backward ? Derivative(v) * (bf16 ? Bf16.Widen((ushort*)grads + i) : Vector512.Load((float*)grads + i)) : Value(v);
-                if (bf16) Bf16.Narrow(r).Store((ushort*)to + i);
-                else r.Store((float*)to + i);
+                var v = Bf16.Load((void*)from, i, bf16);
+                Bf16.Store(backward ? Derivative(v) * Bf16.Load((void*)grads, i, bf16) : Value(v), (void*)to, i, bf16);
             }
             if (i < end)
             {
@@ -78,16 +76,13 @@ public static unsafe class TanhGelu
                 for (int j = 0; j < 16; j++)
                 {
                     bool inside = i + j < end;
-                    lanes[j] = !inside ? 0 : bf16 ? Bf16.ToSingle(((ushort*)from)[i + j]) : ((float*)from)[i + j];
-                    dy[j] = !inside || !backward ? 0 : bf16 ? Bf16.ToSingle(((ushort*)grads)[i + j]) : ((float*)grads)[i + j];
+                    lanes[j] = inside ? Bf16.At((void*)from, i + j, bf16) : 0;
+                    dy[j] = inside && backward ? Bf16.At((void*)grads, i + j, bf16) : 0;
                 }
                 var v = Vector512.Load(lanes);
                 var r = backward ? Derivative(v) * Vector512.Load(dy) : Value(v);
                 for (int j = 0; i + j < end; j++)
-                {
-                    if (bf16) ((ushort*)to)[i + j] = Bf16.Round(r.GetElement(j));
-                    else ((float*)to)[i + j] = r.GetElement(j);
-                }
+                    Bf16.Set((void*)to, i + j, bf16, r.GetElement(j));
             }
         });
         GC.KeepAlive(outputGrad);
