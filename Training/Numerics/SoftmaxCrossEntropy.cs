@@ -53,8 +53,10 @@ public static unsafe class SoftmaxCrossEntropy
             nint address = (nint)data;
             OpenMp.ForEachThread((part, parts) =>
             {
-                var exponentials = new float[vocab + 16]; // one row's, in fp32: 200 KB, in the core's cache with the row
-                fixed (float* scratch = exponentials)
+                // One row's exponentials in fp32 (200 KB, in the core's cache with the row); native memory, as a managed
+                // array this size would be a large-object-heap allocation per thread and call, every chunk of every step.
+                var scratch = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)vocab * sizeof(float), 64);
+                try
                 {
                     for (int r = part; r < rows; r += parts)
                         losses[r] = ids[r] == NoTarget
@@ -62,6 +64,10 @@ public static unsafe class SoftmaxCrossEntropy
                             : bf16
                             ? Row<Bf16Row>((byte*)address + (long)r * vocab * 2, vocab, (int)ids[r], gradientScale, scratch)
                             : Row<Fp32Row>((byte*)address + (long)r * vocab * 4, vocab, (int)ids[r], gradientScale, scratch);
+                }
+                finally
+                {
+                    System.Runtime.InteropServices.NativeMemory.AlignedFree(scratch);
                 }
             }, Math.Min(rows, get_num_threads()));
         }
