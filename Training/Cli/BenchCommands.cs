@@ -224,7 +224,7 @@ internal static class BenchCommands
         var batchSize = new Option<int>("--batch-size") { Description = "Blocks per step", DefaultValueFactory = _ => 8 };
         var steps = new Option<int>("--steps") { Description = "Timed optimizer steps (after one warm-up step)", DefaultValueFactory = _ => 4 };
         var dropout = new Option<double?>("--dropout") { Description = "Dropout during the run (default: the preset's, GPT-2's 0.1; the README's main job trains with 0)" };
-        var kernel = CommandLine.KernelOption("Training: own (attention with dropout, dropout, the output layer's loss)");
+        var kernel = CommandLine.KernelOption("Training: own (attention with dropout, dropout, GELU, the output layer's loss, AdamW");
         var rounds = new Option<int>("--rounds") { Description = "Times to repeat the measurement of each kernel, alternating", DefaultValueFactory = _ => 1 };
         var command = new Command("train", "Print training tokens/s and model FLOPs utilisation: (6 x parameters + attention) FLOPs per token x tokens/s over this run's measured GEMM rate")
         {

@@ -33,8 +33,10 @@ internal static class CommandLine
                 ? v
                 : throw new ArgumentException($"{optionName}: '{s}' is not a positive whole number"))];
 
-    /// <summary>The benchmarks' --kernel option: who runs a decode step, comma-separated to compare side by side ("own":
-    /// <see cref="Numerics.SmallBatchMatMul"/> and <see cref="Numerics.DecodeAttention"/>; "torch": libtorch for all of it).</summary>
+    /// <summary>The benchmarks' --kernel option: who runs the measured work, comma-separated to compare side by side ("own":
+    /// our kernels, by default the decode step's <see cref="Numerics.SmallBatchMatMul"/> and <see cref="Numerics.DecodeAttention"/>;
+    /// "torch": libtorch for all of it).</summary>
+    /// <param name="ownKernels">The help's opening for another use, up to the open parenthesis's list: "Training: own (...".</param>
     public static Option<string> KernelOption(string? ownKernels = null) => new("--kernel")
     {
         Description = $"{ownKernels ?? $"Decode steps: own (products of up to {Numerics.SmallBatchMatMul.MaxRows} rows and attention over a cache in the model's dtype"}; needs AVX-512), torch, or both comma-separated to compare",
