@@ -1,5 +1,3 @@
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -15,7 +13,7 @@ namespace OrleansGpt.Training.Numerics;
 /// in fp32, in the same order; results agree to fp32 rounding.</remarks>
 public static unsafe class AdamWKernel
 {
-    /// <summary>Whether <see cref="Step"/> takes this parameter: CPU with AVX-512 (and <see cref="TrainingKernels"/> on), all
+    /// <summary>Whether <see cref="Step"/> takes this parameter: CPU (and <see cref="TrainingKernels"/> on), all
     /// contiguous, fp32 without a master or bf16 with an fp32 master, the gradient in the parameter's dtype.</summary>
     public static bool Applies(Tensor parameter, Tensor grad, Tensor expAvg, Tensor expAvgSq, Tensor? master) =>
         TrainingKernels.Active && parameter.device_type == DeviceType.CPU && grad.dtype == parameter.dtype
@@ -35,22 +33,32 @@ public static unsafe class AdamWKernel
         if (n == 0) return;
         bool bf16 = master is not null;
         nint p = TensorMemory.Address(parameter), g = TensorMemory.Address(grad), m = TensorMemory.Address(expAvg), v = TensorMemory.Address(expAvgSq), w = master is null ? p : TensorMemory.Address(master);
+        switch (Simd.Width)
+        {
+            case 512: Step<Floats512>(p, g, m, v, w, n, bf16, decay, beta1, beta2, stepSize, bias2Root, epsilon); break;
+            case 256: Step<Floats256>(p, g, m, v, w, n, bf16, decay, beta1, beta2, stepSize, bias2Root, epsilon); break;
+            default: Step<Floats128>(p, g, m, v, w, n, bf16, decay, beta1, beta2, stepSize, bias2Root, epsilon); break;
+        }
+    }
+
+    private static void Step<V>(nint p, nint g, nint m, nint v, nint w, long n, bool bf16,
+        float decay, float beta1, float beta2, float stepSize, float bias2Root, float epsilon) where V : unmanaged, IFloatVector<V> =>
         OpenMp.ForRanges(n, (start, end) =>
         {
-            var (d, b1, c1, b2, c2, s, r, e) = (Vector512.Create(decay), Vector512.Create(beta1), Vector512.Create(1 - beta1),
-                Vector512.Create(beta2), Vector512.Create(1 - beta2), Vector512.Create(stepSize), Vector512.Create(bias2Root), Vector512.Create(epsilon));
+            var (d, b1, c1, b2, c2, s, r, e) = (V.Create(decay), V.Create(beta1), V.Create(1 - beta1),
+                V.Create(beta2), V.Create(1 - beta2), V.Create(stepSize), V.Create(bias2Root), V.Create(epsilon));
             long i = start;
-            for (; i + 16 <= end; i += 16)
+            for (; i + V.Count <= end; i += V.Count)
             {
-                var gi = Bf16.Load((void*)g, i, bf16);
-                var wi = Vector512.Load((float*)w + i) * d;
-                var mi = Vector512.Load((float*)m + i) * b1 + gi * c1;
-                var vi = Vector512.Load((float*)v + i) * b2 + gi * gi * c2;
-                wi -= s * mi / (Avx512F.Sqrt(vi) / r + e);
+                var gi = Bf16.Load<V>((void*)g, i, bf16);
+                var wi = V.Load((float*)w + i) * d;
+                var mi = V.Load((float*)m + i) * b1 + gi * c1;
+                var vi = V.Load((float*)v + i) * b2 + gi * gi * c2;
+                wi -= s * mi / (V.Sqrt(vi) / r + e);
                 mi.Store((float*)m + i);
                 vi.Store((float*)v + i);
                 wi.Store((float*)w + i);
-                if (bf16) Bf16.Narrow(wi).Store((ushort*)p + i);
+                if (bf16) wi.StoreBf16((ushort*)p + i);
             }
             for (; i < end; i++)
             {
@@ -65,9 +73,8 @@ public static unsafe class AdamWKernel
                 if (bf16) ((ushort*)p)[i] = Bf16.Round(wi);
             }
         });
-    }
 
-    /// <summary>Whether <see cref="SumOfSquares"/> takes this gradient: CPU with AVX-512, contiguous, fp32 or bf16.</summary>
+    /// <summary>Whether <see cref="SumOfSquares"/> takes this gradient: CPU, contiguous, fp32 or bf16.</summary>
     public static bool AppliesToNorm(Tensor grad) =>
         TrainingKernels.Active && grad.device_type == DeviceType.CPU && grad.is_contiguous() && grad.dtype is ScalarType.Float32 or ScalarType.BFloat16;
 
@@ -78,21 +85,32 @@ public static unsafe class AdamWKernel
         if (n == 0) return 0;
         bool bf16 = grad.dtype == ScalarType.BFloat16;
         nint g = TensorMemory.Address(grad);
+        return Simd.Width switch
+        {
+            512 => SumOfSquares<Floats512>(g, n, bf16),
+            256 => SumOfSquares<Floats256>(g, n, bf16),
+            _ => SumOfSquares<Floats128>(g, n, bf16),
+        };
+    }
+
+    private static double SumOfSquares<V>(nint g, long n, bool bf16) where V : unmanaged, IFloatVector<V>
+    {
         var sums = new double[Math.Max(1, get_num_threads())];
         OpenMp.ForRanges(n, (start, end) =>
         {
             double total = 0;
-            long whole = start + (end - start) / 16 * 16;
-            for (long block = start; block < whole; block += 4096) // fp32 lanes sum 256 squares each, then go to double
+            long whole = start + (end - start) / V.Count * V.Count;
+            long block = 256 * V.Count; // fp32 lanes sum 256 squares each, then go to double
+            for (long from = start; from < whole; from += block)
             {
-                long stop = Math.Min(block + 4096, whole);
-                var lanes = Vector512<float>.Zero;
-                for (long i = block; i < stop; i += 16)
+                long stop = Math.Min(from + block, whole);
+                var lanes = V.Zero;
+                for (long i = from; i < stop; i += V.Count)
                 {
-                    var x = Bf16.Load((void*)g, i, bf16);
-                    lanes += x * x;
+                    var x = Bf16.Load<V>((void*)g, i, bf16);
+                    lanes = V.MultiplyAdd(x, x, lanes);
                 }
-                total += Vector512.Sum(lanes);
+                total += V.Sum(lanes);
             }
             for (long i = whole; i < end; i++)
             {

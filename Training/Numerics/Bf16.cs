@@ -1,6 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace OrleansGpt.Training.Numerics;
 
@@ -8,23 +6,10 @@ namespace OrleansGpt.Training.Numerics;
 /// kernels that read and write tensors themselves.</summary>
 internal static unsafe class Bf16
 {
-    /// <summary>16 bf16 values as floats.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Widen(ushort* p) => (Avx512F.ConvertToVector512UInt32(Vector256.Load(p)) << 16).AsSingle();
-
-    /// <summary>16 floats rounded to the nearest bf16, ties to even.</summary>
+    /// <summary>One float rounded to the nearest bf16, ties to even (as every width's <see cref="IFloatVector{TSelf}.StoreBf16"/>).</summary>
     /// <remarks>A NaN stays NaN without a check: every input the kernels round comes from bf16 values (low 16 bits zero),
     /// and a NaN that arithmetic makes from them either carries such an input's payload or is the default NaN, so the
     /// rounding increment never carries out of the payload.</remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<ushort> Narrow(Vector512<float> v)
-    {
-        var bits = v.AsUInt32();
-        var rounded = (bits + Vector512.Create(0x7FFFu) + ((bits >> 16) & Vector512<uint>.One)) >> 16;
-        return Avx512F.ConvertToVector256UInt16(rounded);
-    }
-
-    /// <summary>One float rounded as <see cref="Narrow"/> does.</summary>
     public static ushort Round(float value)
     {
         uint bits = BitConverter.SingleToUInt32Bits(value);
@@ -36,16 +21,16 @@ internal static unsafe class Bf16
 
     // Element access for the kernels that take fp32 or bf16 tensors alike: element i of an array of either dtype.
 
-    /// <summary>Elements [i, i + 16) as floats, from fp32 memory or widened from bf16.</summary>
+    /// <summary>Elements [i, i + V.Count) as floats, from fp32 memory or widened from bf16.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Load(void* elements, long i, bool bf16) =>
-        bf16 ? Widen((ushort*)elements + i) : Vector512.Load((float*)elements + i);
+    public static V Load<V>(void* elements, long i, bool bf16) where V : unmanaged, IFloatVector<V> =>
+        bf16 ? V.LoadBf16((ushort*)elements + i) : V.Load((float*)elements + i);
 
-    /// <summary>Writes elements [i, i + 16): as they are in fp32 memory, rounded (<see cref="Narrow"/>) in bf16.</summary>
+    /// <summary>Writes elements [i, i + V.Count): as they are in fp32 memory, rounded (<see cref="Round"/>) in bf16.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Store(Vector512<float> v, void* elements, long i, bool bf16)
+    public static void Store<V>(V v, void* elements, long i, bool bf16) where V : unmanaged, IFloatVector<V>
     {
-        if (bf16) Narrow(v).Store((ushort*)elements + i);
+        if (bf16) v.StoreBf16((ushort*)elements + i);
         else v.Store((float*)elements + i);
     }
 

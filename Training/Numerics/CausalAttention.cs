@@ -1,6 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -34,9 +32,8 @@ public static unsafe class CausalAttention
     public const int MaxPositions = 65536;
 
     private const int Block = 64;     // queries and keys per block: a 64 x 64 fp32 block of weights is 16 KB
-    private const int Vectors = Block / 16;
 
-    /// <summary>Whether <see cref="Attend"/> takes these projections: CPU with AVX-512, fp32 or bf16, heads a multiple of
+    /// <summary>Whether <see cref="Attend"/> takes these projections: CPU, fp32 or bf16, heads a multiple of
     /// 16 wide (and <see cref="TrainingKernels"/> switched on).</summary>
     /// <param name="qkv">c_attn's output (B, T, 3C).</param>
     public static bool Applies(Tensor qkv, long heads) =>
@@ -57,7 +54,7 @@ public static unsafe class CausalAttention
     public static Tensor Attend(Tensor qkv, int heads, double dropout, ulong? seed = null)
     {
         if (!Applies(qkv, heads))
-            throw new ArgumentException($"Projections ({string.Join(", ", qkv.shape)}) {qkv.dtype} on {qkv.device} are not (B, T, 3C) fp32 or bf16 on an AVX-512 CPU with {heads} heads a multiple of 16 wide (up to {MaxHeadSize}) and T up to {MaxPositions}", nameof(qkv));
+            throw new ArgumentException($"Projections ({string.Join(", ", qkv.shape)}) {qkv.dtype} on {qkv.device} are not (B, T, 3C) fp32 or bf16 on the CPU with {heads} heads a multiple of 16 wide (up to {MaxHeadSize}) and T up to {MaxPositions}", nameof(qkv));
         if (dropout is < 0 or >= 1 || double.IsNaN(dropout))
             throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "dropout must be in [0, 1)");
         ulong maskSeed = dropout == 0 ? 0 : seed ?? DropoutMask.NewSeed();
@@ -131,7 +128,14 @@ public static unsafe class CausalAttention
         {
             using var scratch = new Scratch(shape);
             for (int pair = part; pair < shape.Pairs; pair += parts)
-                ForwardPair(shape, pair, (byte*)source, (byte*)target, (float*)lse, dropout, seed, scratch);
+            {
+                switch (Simd.Width)
+                {
+                    case 512: ForwardPair<Floats512>(shape, pair, (byte*)source, (byte*)target, (float*)lse, dropout, seed, scratch); break;
+                    case 256: ForwardPair<Floats256>(shape, pair, (byte*)source, (byte*)target, (float*)lse, dropout, seed, scratch); break;
+                    default: ForwardPair<Floats128>(shape, pair, (byte*)source, (byte*)target, (float*)lse, dropout, seed, scratch); break;
+                }
+            }
         }, Math.Min(shape.Pairs, get_num_threads()));
         return (output, logSumExp);
     }
@@ -147,7 +151,14 @@ public static unsafe class CausalAttention
         {
             using var scratch = new Scratch(shape);
             for (int pair = part; pair < shape.Pairs; pair += parts)
-                BackwardPair(shape, pair, (byte*)source, (byte*)o, (float*)lse, (byte*)dOut, (byte*)dQkv, dropout, seed, scratch);
+            {
+                switch (Simd.Width)
+                {
+                    case 512: BackwardPair<Floats512>(shape, pair, (byte*)source, (byte*)o, (float*)lse, (byte*)dOut, (byte*)dQkv, dropout, seed, scratch); break;
+                    case 256: BackwardPair<Floats256>(shape, pair, (byte*)source, (byte*)o, (float*)lse, (byte*)dOut, (byte*)dQkv, dropout, seed, scratch); break;
+                    default: BackwardPair<Floats128>(shape, pair, (byte*)source, (byte*)o, (float*)lse, (byte*)dOut, (byte*)dQkv, dropout, seed, scratch); break;
+                }
+            }
         }, Math.Min(shape.Pairs, get_num_threads()));
         GC.KeepAlive(output);
         return qkvGrad;
@@ -177,16 +188,16 @@ public static unsafe class CausalAttention
     }
 
     /// <summary>Widens (and scales) columns [offset, offset + hs) of T rows into a (T, hs) fp32 block, zeros up to whole blocks.</summary>
-    private static void Load(Shape s, byte* rows, long rowStride, int offset, float scale, float* into)
+    private static void Load<V>(Shape s, byte* rows, long rowStride, int offset, float scale, float* into) where V : unmanaged, IFloatVector<V>
     {
         int hs = s.HeadSize;
-        var factor = Vector512.Create(scale);
+        var factor = V.Create(scale);
         for (int t = 0; t < s.Length; t++)
         {
             byte* row = rows + t * rowStride * s.ElementSize;
-            for (int d = 0; d < hs; d += 16)
+            for (int d = 0; d < hs; d += V.Count)
             {
-                (Bf16.Load(row, offset + d, s.Bf16) * factor).Store(into + (long)t * hs + d);
+                (Bf16.Load<V>(row, offset + d, s.Bf16) * factor).Store(into + (long)t * hs + d);
             }
         }
         new Span<float>(into + (long)s.Length * hs, (s.Padded - s.Length) * hs).Clear();
@@ -201,27 +212,27 @@ public static unsafe class CausalAttention
     }
 
     /// <summary>Rounds (and scales) a (T, hs) fp32 block into columns [offset, offset + hs) of T rows.</summary>
-    private static void Store(Shape s, float* from, float scale, byte* rows, long rowStride, int offset)
+    private static void Store<V>(Shape s, float* from, float scale, byte* rows, long rowStride, int offset) where V : unmanaged, IFloatVector<V>
     {
         int hs = s.HeadSize;
-        var factor = Vector512.Create(scale);
+        var factor = V.Create(scale);
         for (int t = 0; t < s.Length; t++)
         {
             byte* row = rows + t * rowStride * s.ElementSize;
-            for (int d = 0; d < hs; d += 16)
+            for (int d = 0; d < hs; d += V.Count)
             {
-                Bf16.Store(Vector512.Load(from + (long)t * hs + d) * factor, row, offset + d, s.Bf16);
+                Bf16.Store(V.Load(from + (long)t * hs + d) * factor, row, offset + d, s.Bf16);
             }
         }
     }
 
-    private static void ForwardPair(Shape s, int pair, byte* qkv, byte* output, float* logSumExp, double dropout, ulong seed, Scratch w)
+    private static void ForwardPair<V>(Shape s, int pair, byte* qkv, byte* output, float* logSumExp, double dropout, ulong seed, Scratch w) where V : unmanaged, IFloatVector<V>
     {
         int b = pair / s.Heads, h = pair % s.Heads, hs = s.HeadSize, C = s.Width;
         byte* rows = qkv + (long)b * s.Length * 3 * C * s.ElementSize;
-        Load(s, rows, 3 * C, h * hs, 1f / MathF.Sqrt(hs), w.Queries);
-        Load(s, rows, 3 * C, C + h * hs, 1f, w.Keys);
-        Load(s, rows, 3 * C, 2 * C + h * hs, 1f, w.Values);
+        Load<V>(s, rows, 3 * C, h * hs, 1f / MathF.Sqrt(hs), w.Queries);
+        Load<V>(s, rows, 3 * C, C + h * hs, 1f, w.Keys);
+        Load<V>(s, rows, 3 * C, 2 * C + h * hs, 1f, w.Values);
         Transpose(w.Keys, s.Padded, hs, w.KeysT);
         uint pairSeed = PairSeed(seed, pair), threshold = DropoutMask.Threshold(dropout);
         float keepScale = (float)(1 / (1 - dropout));
@@ -238,65 +249,65 @@ public static unsafe class CausalAttention
             for (int kb = 0; kb <= qb; kb++)
             {
                 int k0 = kb * Block;
-                Scores(q, w.KeysT + k0, s.Padded, w.Weights, hs);
+                Scores<V>(q, w.KeysT + k0, s.Padded, w.Weights, hs);
                 for (int r = 0; r < Block; r++)
                 {
                     int row = r0 + r;
                     float* weights = w.Weights + r * Block;
-                    var top = Vector512.Create(float.NegativeInfinity);
-                    for (int v = 0; v < Vectors; v++)
+                    var top = V.Create(float.NegativeInfinity);
+                    for (int v = 0; v < Block; v += V.Count)
                     {
-                        var x = Vector512.Load(weights + 16 * v);
+                        var x = V.Load(weights + v);
                         if (kb == qb)
-                            x = Vector512.ConditionalSelect(AfterRow(k0 + 16 * v, row), Vector512.Create(float.NegativeInfinity), x);
-                        x.Store(weights + 16 * v);
-                        top = Vector512.Max(top, x);
+                            x = V.Select(V.IndexAbove(k0 + v, row), V.Create(float.NegativeInfinity), x);
+                        x.Store(weights + v);
+                        top = V.Max(top, x);
                     }
-                    float newMax = MathF.Max(max[r], Horizontal.Max(top));
+                    float newMax = MathF.Max(max[r], V.MaxAcross(top));
                     float rescale = MathF.Exp(max[r] - newMax); // 0 on the first block (max was -inf)
-                    var shift = Vector512.Create(newMax);
-                    var total = Vector512<float>.Zero;
-                    for (int v = 0; v < Vectors; v++)
+                    var shift = V.Create(newMax);
+                    var total = V.Zero;
+                    for (int v = 0; v < Block; v += V.Count)
                     {
-                        var p = FastExp.Of(Vector512.Load(weights + 16 * v) - shift);
+                        var p = FastExp.Of(V.Load(weights + v) - shift);
                         total += p;
                         if (threshold != 0)
-                            p = Vector512.ConditionalSelect(DropoutMask.KeepLanes((uint)(row * s.Length + k0 + 16 * v), pairSeed, threshold), p * Vector512.Create(keepScale), Vector512<float>.Zero);
-                        p.Store(weights + 16 * v);
+                            p = V.Select(DropoutMask.KeepLanes<V>((uint)(row * s.Length + k0 + v), pairSeed, threshold), p * V.Create(keepScale), V.Zero);
+                        p.Store(weights + v);
                     }
-                    sum[r] = sum[r] * rescale + Vector512.Sum(total);
+                    sum[r] = sum[r] * rescale + V.Sum(total);
                     max[r] = newMax;
                     if (rescale != 1f)
                     {
-                        var f = Vector512.Create(rescale);
-                        for (int d = 0; d < hs; d += 16)
-                            (Vector512.Load(acc + r * hs + d) * f).Store(acc + r * hs + d);
+                        var f = V.Create(rescale);
+                        for (int d = 0; d < hs; d += V.Count)
+                            (V.Load(acc + r * hs + d) * f).Store(acc + r * hs + d);
                     }
                 }
-                Accumulate(w.Weights, 1, Block, w.Values + (long)k0 * hs, acc, hs);
+                Accumulate<V>(w.Weights, 1, Block, w.Values + (long)k0 * hs, acc, hs);
             }
             for (int r = 0; r < Block && r0 + r < s.Length; r++)
             {
-                var f = Vector512.Create(1f / sum[r]);
-                for (int d = 0; d < hs; d += 16)
-                    (Vector512.Load(acc + r * hs + d) * f).Store(acc + r * hs + d);
+                var f = V.Create(1f / sum[r]);
+                for (int d = 0; d < hs; d += V.Count)
+                    (V.Load(acc + r * hs + d) * f).Store(acc + r * hs + d);
                 lse[r0 + r] = max[r] + MathF.Log(sum[r]);
             }
             int rowsHere = Math.Min(Block, s.Length - r0);
-            Store(s with { Length = rowsHere }, acc, 1f, output + ((long)b * s.Length + r0) * C * s.ElementSize, C, h * hs);
+            Store<V>(s with { Length = rowsHere }, acc, 1f, output + ((long)b * s.Length + r0) * C * s.ElementSize, C, h * hs);
         }
     }
 
-    private static void BackwardPair(Shape s, int pair, byte* qkv, byte* output, float* logSumExp, byte* outputGrad, byte* qkvGrad, double dropout, ulong seed, Scratch w)
+    private static void BackwardPair<V>(Shape s, int pair, byte* qkv, byte* output, float* logSumExp, byte* outputGrad, byte* qkvGrad, double dropout, ulong seed, Scratch w) where V : unmanaged, IFloatVector<V>
     {
         int b = pair / s.Heads, h = pair % s.Heads, hs = s.HeadSize, C = s.Width;
         float scale = 1f / MathF.Sqrt(hs);
         long sequence = (long)b * s.Length;
         byte* rows = qkv + sequence * 3 * C * s.ElementSize;
-        Load(s, rows, 3 * C, h * hs, scale, w.Queries);
-        Load(s, rows, 3 * C, C + h * hs, 1f, w.Keys);
-        Load(s, rows, 3 * C, 2 * C + h * hs, 1f, w.Values);
-        Load(s, outputGrad + sequence * C * s.ElementSize, C, h * hs, 1f, w.OutGrad);
+        Load<V>(s, rows, 3 * C, h * hs, scale, w.Queries);
+        Load<V>(s, rows, 3 * C, C + h * hs, 1f, w.Keys);
+        Load<V>(s, rows, 3 * C, 2 * C + h * hs, 1f, w.Values);
+        Load<V>(s, outputGrad + sequence * C * s.ElementSize, C, h * hs, 1f, w.OutGrad);
         Transpose(w.Keys, s.Padded, hs, w.KeysT);
         Transpose(w.Values, s.Padded, hs, w.ValuesT);
         // Per row: its log-sum-exp (+inf past T, so padded rows' weights are 0) and D = dO . O, the softmax backward's term.
@@ -308,12 +319,12 @@ public static unsafe class CausalAttention
             if (t >= s.Length) { lse[t] = float.PositiveInfinity; dot[t] = 0; continue; }
             lse[t] = pairLse[t];
             byte* row = outRows + (long)t * C * s.ElementSize;
-            var total = Vector512<float>.Zero;
-            for (int d = 0; d < hs; d += 16)
+            var total = V.Zero;
+            for (int d = 0; d < hs; d += V.Count)
             {
-                total += Bf16.Load(row, h * hs + d, s.Bf16) * Vector512.Load(w.OutGrad + (long)t * hs + d);
+                total += Bf16.Load<V>(row, h * hs + d, s.Bf16) * V.Load(w.OutGrad + (long)t * hs + d);
             }
-            dot[t] = Vector512.Sum(total);
+            dot[t] = V.Sum(total);
         }
         // The queries' gradient accumulates over all key blocks: it lives in the Values block once those are transposed.
         float* queryGrad = w.Values;
@@ -330,125 +341,149 @@ public static unsafe class CausalAttention
             {
                 int r0 = qb * Block;
                 float* q = w.Queries + (long)r0 * hs, dO = w.OutGrad + (long)r0 * hs;
-                Scores(q, w.KeysT + k0, s.Padded, w.Weights, hs);   // S (queries, keys)
-                Scores(dO, w.ValuesT + k0, s.Padded, w.Grads, hs);  // dO V^T: the dropped weights' gradient
+                Scores<V>(q, w.KeysT + k0, s.Padded, w.Weights, hs);   // S (queries, keys)
+                Scores<V>(dO, w.ValuesT + k0, s.Padded, w.Grads, hs);  // dO V^T: the dropped weights' gradient
                 for (int r = 0; r < Block; r++)
                 {
                     int row = r0 + r;
                     float* weights = w.Weights + r * Block, grads = w.Grads + r * Block;
-                    var shift = Vector512.Create(lse[row]);
-                    var d = Vector512.Create(dot[row]);
-                    for (int v = 0; v < Vectors; v++)
+                    var shift = V.Create(lse[row]);
+                    var d = V.Create(dot[row]);
+                    for (int v = 0; v < Block; v += V.Count)
                     {
-                        var p = FastExp.Of(Vector512.Load(weights + 16 * v) - shift);
+                        var p = FastExp.Of(V.Load(weights + v) - shift);
                         if (kb == qb)
-                            p = Vector512.ConditionalSelect(AfterRow(k0 + 16 * v, row), Vector512<float>.Zero, p);
-                        var g = Vector512.Load(grads + 16 * v);
+                            p = V.Select(V.IndexAbove(k0 + v, row), V.Zero, p);
+                        var g = V.Load(grads + v);
                         var dropped = p;
                         if (threshold != 0)
                         {
-                            var keep = DropoutMask.KeepLanes((uint)(row * s.Length + k0 + 16 * v), pairSeed, threshold);
-                            var k = Vector512.Create(keepScale);
-                            dropped = Vector512.ConditionalSelect(keep, p * k, Vector512<float>.Zero);
-                            g = Vector512.ConditionalSelect(keep, g * k, Vector512<float>.Zero);
+                            var keep = DropoutMask.KeepLanes<V>((uint)(row * s.Length + k0 + v), pairSeed, threshold);
+                            var k = V.Create(keepScale);
+                            dropped = V.Select(keep, p * k, V.Zero);
+                            g = V.Select(keep, g * k, V.Zero);
                         }
-                        dropped.Store(weights + 16 * v);     // P after dropout, for dV
-                        (p * (g - d)).Store(grads + 16 * v); // dS = P (dP - D)
+                        dropped.Store(weights + v);     // P after dropout, for dV
+                        (p * (g - d)).Store(grads + v); // dS = P (dP - D)
                     }
                 }
-                Accumulate(w.Weights, Block, 1, dO, w.ValueGrad, hs);       // dV += P_dropped^T dO (P read down its columns)
-                Accumulate(w.Grads, 1, Block, w.Keys + (long)k0 * hs, queryGrad + (long)r0 * hs, hs); // dQ += dS K (scaled at the end)
-                Accumulate(w.Grads, Block, 1, q, w.KeyGrad, hs);              // dK += dS^T (Q / sqrt(hs))
+                Accumulate<V>(w.Weights, Block, 1, dO, w.ValueGrad, hs);       // dV += P_dropped^T dO (P read down its columns)
+                Accumulate<V>(w.Grads, 1, Block, w.Keys + (long)k0 * hs, queryGrad + (long)r0 * hs, hs); // dQ += dS K (scaled at the end)
+                Accumulate<V>(w.Grads, Block, 1, q, w.KeyGrad, hs);              // dK += dS^T (Q / sqrt(hs))
             }
             int keysHere = Math.Min(Block, s.Length - k0);
             byte* gradRows = qkvGrad + (sequence + k0) * 3 * C * s.ElementSize;
-            Store(s with { Length = keysHere }, w.KeyGrad, 1f, gradRows, 3 * C, C + h * hs);
-            Store(s with { Length = keysHere }, w.ValueGrad, 1f, gradRows, 3 * C, 2 * C + h * hs);
+            Store<V>(s with { Length = keysHere }, w.KeyGrad, 1f, gradRows, 3 * C, C + h * hs);
+            Store<V>(s with { Length = keysHere }, w.ValueGrad, 1f, gradRows, 3 * C, 2 * C + h * hs);
         }
-        Store(s, queryGrad, scale, qkvGrad + sequence * 3 * C * s.ElementSize, 3 * C, h * hs);
+        Store<V>(s, queryGrad, scale, qkvGrad + sequence * 3 * C * s.ElementSize, 3 * C, h * hs);
     }
 
-    /// <summary>All-ones lanes for keys [firstKey, firstKey + 16) that come after <paramref name="row"/>: the causal mask
-    /// of a diagonal block.</summary>
-    private static Vector512<float> AfterRow(int firstKey, int row) =>
-        Vector512.GreaterThan(Vector512.Create(firstKey) + Vector512<int>.Indices, Vector512.Create(row)).AsSingle();
-
-    /// <summary>S (64, 64) = A (64 rows, hs) @ Bt (hs, 64 of a row stride <paramref name="stride"/>).</summary>
-    private static void Scores(float* a, float* bt, int stride, float* s, int hs)
+    /// <summary>S (64, 64) = A (64 rows, hs) @ Bt (hs, 64 of a row stride <paramref name="stride"/>), in tiles of rows x 4
+    /// vectors.</summary>
+    private static void Scores<V>(float* a, float* bt, int stride, float* s, int hs) where V : unmanaged, IFloatVector<V>
     {
-        for (int r = 0; r < Block; r += 4)
+        int n = V.Count;
+        for (int r = 0; r < Block; r += RowsPerTile<V>())
         {
             float* a0 = a + r * hs, a1 = a0 + hs, a2 = a1 + hs, a3 = a2 + hs;
-            Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
-            Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
-            Vector512<float> c20 = default, c21 = default, c22 = default, c23 = default;
-            Vector512<float> c30 = default, c31 = default, c32 = default, c33 = default;
-            for (int d = 0; d < hs; d++)
+            for (int c = 0; c < Block; c += 4 * n)
             {
-                float* row = bt + (long)d * stride;
-                var b0 = Vector512.Load(row); var b1 = Vector512.Load(row + 16); var b2 = Vector512.Load(row + 32); var b3 = Vector512.Load(row + 48);
-                var x = Vector512.Create(a0[d]);
-                c00 = Avx512F.FusedMultiplyAdd(x, b0, c00); c01 = Avx512F.FusedMultiplyAdd(x, b1, c01); c02 = Avx512F.FusedMultiplyAdd(x, b2, c02); c03 = Avx512F.FusedMultiplyAdd(x, b3, c03);
-                x = Vector512.Create(a1[d]);
-                c10 = Avx512F.FusedMultiplyAdd(x, b0, c10); c11 = Avx512F.FusedMultiplyAdd(x, b1, c11); c12 = Avx512F.FusedMultiplyAdd(x, b2, c12); c13 = Avx512F.FusedMultiplyAdd(x, b3, c13);
-                x = Vector512.Create(a2[d]);
-                c20 = Avx512F.FusedMultiplyAdd(x, b0, c20); c21 = Avx512F.FusedMultiplyAdd(x, b1, c21); c22 = Avx512F.FusedMultiplyAdd(x, b2, c22); c23 = Avx512F.FusedMultiplyAdd(x, b3, c23);
-                x = Vector512.Create(a3[d]);
-                c30 = Avx512F.FusedMultiplyAdd(x, b0, c30); c31 = Avx512F.FusedMultiplyAdd(x, b1, c31); c32 = Avx512F.FusedMultiplyAdd(x, b2, c32); c33 = Avx512F.FusedMultiplyAdd(x, b3, c33);
+                V c00 = V.Zero, c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+                V c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+                for (int d = 0; d < hs; d++)
+                {
+                    float* row = bt + (long)d * stride + c;
+                    var b0 = V.Load(row); var b1 = V.Load(row + n); var b2 = V.Load(row + 2 * n); var b3 = V.Load(row + 3 * n);
+                    var x = V.Create(a0[d]);
+                    c00 = V.MultiplyAdd(x, b0, c00); c01 = V.MultiplyAdd(x, b1, c01); c02 = V.MultiplyAdd(x, b2, c02); c03 = V.MultiplyAdd(x, b3, c03);
+                    x = V.Create(a1[d]);
+                    c10 = V.MultiplyAdd(x, b0, c10); c11 = V.MultiplyAdd(x, b1, c11); c12 = V.MultiplyAdd(x, b2, c12); c13 = V.MultiplyAdd(x, b3, c13);
+                    if (RowsPerTile<V>() == 4)
+                    {
+                        x = V.Create(a2[d]);
+                        c20 = V.MultiplyAdd(x, b0, c20); c21 = V.MultiplyAdd(x, b1, c21); c22 = V.MultiplyAdd(x, b2, c22); c23 = V.MultiplyAdd(x, b3, c23);
+                        x = V.Create(a3[d]);
+                        c30 = V.MultiplyAdd(x, b0, c30); c31 = V.MultiplyAdd(x, b1, c31); c32 = V.MultiplyAdd(x, b2, c32); c33 = V.MultiplyAdd(x, b3, c33);
+                    }
+                }
+                float* o = s + r * Block + c;
+                c00.Store(o); c01.Store(o + n); c02.Store(o + 2 * n); c03.Store(o + 3 * n); o += Block;
+                c10.Store(o); c11.Store(o + n); c12.Store(o + 2 * n); c13.Store(o + 3 * n); o += Block;
+                if (RowsPerTile<V>() == 4)
+                {
+                    c20.Store(o); c21.Store(o + n); c22.Store(o + 2 * n); c23.Store(o + 3 * n); o += Block;
+                    c30.Store(o); c31.Store(o + n); c32.Store(o + 2 * n); c33.Store(o + 3 * n);
+                }
             }
-            float* o = s + r * Block;
-            c00.Store(o); c01.Store(o + 16); c02.Store(o + 32); c03.Store(o + 48); o += Block;
-            c10.Store(o); c11.Store(o + 16); c12.Store(o + 32); c13.Store(o + 48); o += Block;
-            c20.Store(o); c21.Store(o + 16); c22.Store(o + 32); c23.Store(o + 48); o += Block;
-            c30.Store(o); c31.Store(o + 16); c32.Store(o + 32); c33.Store(o + 48);
         }
     }
+
+    /// <summary>Rows of a register tile: 4 rows x 4 accumulators (+ 4 operands) fit 32 vector registers; with 16
+    /// (AVX2, SSE) 2 rows do, as 4 would spill accumulators to the stack on every step.</summary>
+    private static int RowsPerTile<V>() where V : unmanaged, IFloatVector<V> => V.Registers >= 32 ? 4 : 2;
 
     /// <summary>Out (64, hs) += X (64, 64) @ Y (64 rows, hs), where X[r, k] is x[r * rowStep + k * kStep]: (rowStep, kStep)
     /// = (64, 1) reads a row-major block as it is, (1, 64) reads it transposed, so no transposed copy is made.</summary>
-    private static void Accumulate(float* x, int kStep, int rowStep, float* y, float* o, int hs)
+    private static void Accumulate<V>(float* x, int kStep, int rowStep, float* y, float* o, int hs) where V : unmanaged, IFloatVector<V>
     {
-        for (int r = 0; r < Block; r += 4)
+        int n = V.Count;
+        bool four = RowsPerTile<V>() == 4;
+        for (int r = 0; r < Block; r += RowsPerTile<V>())
         {
             float* x0 = x + r * rowStep, x1 = x0 + rowStep, x2 = x1 + rowStep, x3 = x2 + rowStep;
             float* o0 = o + (long)r * hs, o1 = o0 + hs, o2 = o1 + hs, o3 = o2 + hs;
             int c = 0;
-            for (; c + 64 <= hs; c += 64)
+            for (; c + 4 * n <= hs; c += 4 * n)
             {
-                Vector512<float> c00 = Vector512.Load(o0 + c), c01 = Vector512.Load(o0 + c + 16), c02 = Vector512.Load(o0 + c + 32), c03 = Vector512.Load(o0 + c + 48);
-                Vector512<float> c10 = Vector512.Load(o1 + c), c11 = Vector512.Load(o1 + c + 16), c12 = Vector512.Load(o1 + c + 32), c13 = Vector512.Load(o1 + c + 48);
-                Vector512<float> c20 = Vector512.Load(o2 + c), c21 = Vector512.Load(o2 + c + 16), c22 = Vector512.Load(o2 + c + 32), c23 = Vector512.Load(o2 + c + 48);
-                Vector512<float> c30 = Vector512.Load(o3 + c), c31 = Vector512.Load(o3 + c + 16), c32 = Vector512.Load(o3 + c + 32), c33 = Vector512.Load(o3 + c + 48);
+                V c00 = V.Load(o0 + c), c01 = V.Load(o0 + c + n), c02 = V.Load(o0 + c + 2 * n), c03 = V.Load(o0 + c + 3 * n);
+                V c10 = V.Load(o1 + c), c11 = V.Load(o1 + c + n), c12 = V.Load(o1 + c + 2 * n), c13 = V.Load(o1 + c + 3 * n);
+                V c20 = V.Zero, c21 = c20, c22 = c20, c23 = c20, c30 = c20, c31 = c20, c32 = c20, c33 = c20;
+                if (four)
+                {
+                    c20 = V.Load(o2 + c); c21 = V.Load(o2 + c + n); c22 = V.Load(o2 + c + 2 * n); c23 = V.Load(o2 + c + 3 * n);
+                    c30 = V.Load(o3 + c); c31 = V.Load(o3 + c + n); c32 = V.Load(o3 + c + 2 * n); c33 = V.Load(o3 + c + 3 * n);
+                }
                 for (int k = 0; k < Block; k++)
                 {
                     float* row = y + (long)k * hs + c;
-                    var b0 = Vector512.Load(row); var b1 = Vector512.Load(row + 16); var b2 = Vector512.Load(row + 32); var b3 = Vector512.Load(row + 48);
-                    var v = Vector512.Create(x0[k * kStep]);
-                    c00 = Avx512F.FusedMultiplyAdd(v, b0, c00); c01 = Avx512F.FusedMultiplyAdd(v, b1, c01); c02 = Avx512F.FusedMultiplyAdd(v, b2, c02); c03 = Avx512F.FusedMultiplyAdd(v, b3, c03);
-                    v = Vector512.Create(x1[k * kStep]);
-                    c10 = Avx512F.FusedMultiplyAdd(v, b0, c10); c11 = Avx512F.FusedMultiplyAdd(v, b1, c11); c12 = Avx512F.FusedMultiplyAdd(v, b2, c12); c13 = Avx512F.FusedMultiplyAdd(v, b3, c13);
-                    v = Vector512.Create(x2[k * kStep]);
-                    c20 = Avx512F.FusedMultiplyAdd(v, b0, c20); c21 = Avx512F.FusedMultiplyAdd(v, b1, c21); c22 = Avx512F.FusedMultiplyAdd(v, b2, c22); c23 = Avx512F.FusedMultiplyAdd(v, b3, c23);
-                    v = Vector512.Create(x3[k * kStep]);
-                    c30 = Avx512F.FusedMultiplyAdd(v, b0, c30); c31 = Avx512F.FusedMultiplyAdd(v, b1, c31); c32 = Avx512F.FusedMultiplyAdd(v, b2, c32); c33 = Avx512F.FusedMultiplyAdd(v, b3, c33);
+                    var b0 = V.Load(row); var b1 = V.Load(row + n); var b2 = V.Load(row + 2 * n); var b3 = V.Load(row + 3 * n);
+                    var v = V.Create(x0[k * kStep]);
+                    c00 = V.MultiplyAdd(v, b0, c00); c01 = V.MultiplyAdd(v, b1, c01); c02 = V.MultiplyAdd(v, b2, c02); c03 = V.MultiplyAdd(v, b3, c03);
+                    v = V.Create(x1[k * kStep]);
+                    c10 = V.MultiplyAdd(v, b0, c10); c11 = V.MultiplyAdd(v, b1, c11); c12 = V.MultiplyAdd(v, b2, c12); c13 = V.MultiplyAdd(v, b3, c13);
+                    if (four)
+                    {
+                        v = V.Create(x2[k * kStep]);
+                        c20 = V.MultiplyAdd(v, b0, c20); c21 = V.MultiplyAdd(v, b1, c21); c22 = V.MultiplyAdd(v, b2, c22); c23 = V.MultiplyAdd(v, b3, c23);
+                        v = V.Create(x3[k * kStep]);
+                        c30 = V.MultiplyAdd(v, b0, c30); c31 = V.MultiplyAdd(v, b1, c31); c32 = V.MultiplyAdd(v, b2, c32); c33 = V.MultiplyAdd(v, b3, c33);
+                    }
                 }
-                c00.Store(o0 + c); c01.Store(o0 + c + 16); c02.Store(o0 + c + 32); c03.Store(o0 + c + 48);
-                c10.Store(o1 + c); c11.Store(o1 + c + 16); c12.Store(o1 + c + 32); c13.Store(o1 + c + 48);
-                c20.Store(o2 + c); c21.Store(o2 + c + 16); c22.Store(o2 + c + 32); c23.Store(o2 + c + 48);
-                c30.Store(o3 + c); c31.Store(o3 + c + 16); c32.Store(o3 + c + 32); c33.Store(o3 + c + 48);
+                c00.Store(o0 + c); c01.Store(o0 + c + n); c02.Store(o0 + c + 2 * n); c03.Store(o0 + c + 3 * n);
+                c10.Store(o1 + c); c11.Store(o1 + c + n); c12.Store(o1 + c + 2 * n); c13.Store(o1 + c + 3 * n);
+                if (four)
+                {
+                    c20.Store(o2 + c); c21.Store(o2 + c + n); c22.Store(o2 + c + 2 * n); c23.Store(o2 + c + 3 * n);
+                    c30.Store(o3 + c); c31.Store(o3 + c + n); c32.Store(o3 + c + 2 * n); c33.Store(o3 + c + 3 * n);
+                }
             }
-            for (; c < hs; c += 16) // heads not a multiple of 64 wide: one vector at a time
+            for (; c < hs; c += n) // heads not a multiple of 4 vectors wide: one vector at a time
             {
-                Vector512<float> c0 = Vector512.Load(o0 + c), c1 = Vector512.Load(o1 + c), c2 = Vector512.Load(o2 + c), c3 = Vector512.Load(o3 + c);
+                V c0 = V.Load(o0 + c), c1 = V.Load(o1 + c), c2 = four ? V.Load(o2 + c) : V.Zero, c3 = four ? V.Load(o3 + c) : V.Zero;
                 for (int k = 0; k < Block; k++)
                 {
-                    var b0 = Vector512.Load(y + (long)k * hs + c);
-                    c0 = Avx512F.FusedMultiplyAdd(Vector512.Create(x0[k * kStep]), b0, c0);
-                    c1 = Avx512F.FusedMultiplyAdd(Vector512.Create(x1[k * kStep]), b0, c1);
-                    c2 = Avx512F.FusedMultiplyAdd(Vector512.Create(x2[k * kStep]), b0, c2);
-                    c3 = Avx512F.FusedMultiplyAdd(Vector512.Create(x3[k * kStep]), b0, c3);
+                    var b0 = V.Load(y + (long)k * hs + c);
+                    c0 = V.MultiplyAdd(V.Create(x0[k * kStep]), b0, c0);
+                    c1 = V.MultiplyAdd(V.Create(x1[k * kStep]), b0, c1);
+                    if (four)
+                    {
+                        c2 = V.MultiplyAdd(V.Create(x2[k * kStep]), b0, c2);
+                        c3 = V.MultiplyAdd(V.Create(x3[k * kStep]), b0, c3);
+                    }
                 }
-                c0.Store(o0 + c); c1.Store(o1 + c); c2.Store(o2 + c); c3.Store(o3 + c);
+                c0.Store(o0 + c); c1.Store(o1 + c);
+                if (four) { c2.Store(o2 + c); c3.Store(o3 + c); }
             }
         }
     }

@@ -1,6 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -114,11 +112,21 @@ public static unsafe class DecodeAttention
             }
         }
 
-        /// <summary>Row r's head h.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        /// <summary>Row r's head h, at the width the kernels run.</summary>
         private void Head(int r, int h)
         {
-            int size = IsBf16 ? 2 : 4, c = Heads * Hs;
+            switch (Simd.Width)
+            {
+                case 512: Head<Floats512>(r, h); break;
+                case 256: Head<Floats256>(r, h); break;
+                default: Head<Floats128>(r, h); break;
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Head<V>(int r, int h) where V : unmanaged, IFloatVector<V>
+        {
+            int size = IsBf16 ? 2 : 4, c = Heads * Hs, n = V.Count;
             long rowBytes = (long)Hs * size;
             byte* output = Y + ((long)r * c + (long)h * Hs) * size;
             int position = Positions[r];
@@ -135,132 +143,122 @@ public static unsafe class DecodeAttention
             Buffer.MemoryCopy(query + 2L * c * size, values + position * rowBytes, rowBytes, rowBytes);
             int length = position + 1;
 
-            // The query as vectors of 16 floats, scaled once here rather than every score.
-            float scale = 1f / MathF.Sqrt(Hs);
-            int chunks = Hs / 16;
-            var q = stackalloc Vector512<float>[chunks];
+            // The query as vectors, scaled once here rather than every score.
+            var scale = V.Create(1f / MathF.Sqrt(Hs));
+            int chunks = Hs / n;
+            var q = stackalloc V[chunks];
             for (int k = 0; k < chunks; k++)
-                q[k] = Load(query, k) * scale;
+                q[k] = Load<V>(query, k) * scale;
 
-            int padded = (length + 15) & ~15; // whole vectors, the end padded with -inf (weight 0)
+            int padded = (length + n - 1) / n * n; // whole vectors, the end padded with -inf (weight 0)
             var scores = stackalloc float[padded];
-            int j16 = 0;
-            Prefetch(keys, 16 * rowBytes);
-            for (; j16 + 16 <= length; j16 += 16)
+            int j0 = 0;
+            Prefetch(keys, n * rowBytes);
+            for (; j0 + n <= length; j0 += n)
             {
                 // The next block of keys and this block's values are asked for ahead: a head's keys and values are two runs of
                 // a few KB, and the hardware prefetchers, which stop at each 4 KB page, left every run waiting on memory.
-                Prefetch(keys + (j16 + 16) * rowBytes, 16 * rowBytes);
-                Prefetch(values + j16 * rowBytes, 16 * rowBytes);
-                SixteenScores(keys + j16 * rowBytes, rowBytes, q, chunks).Store(scores + j16);
+                Prefetch(keys + (j0 + n) * rowBytes, n * rowBytes);
+                Prefetch(values + j0 * rowBytes, n * rowBytes);
+                BlockScores(keys + j0 * rowBytes, rowBytes, q, chunks).Store(scores + j0);
             }
-            Prefetch(values + j16 * rowBytes, (length - j16) * rowBytes);
-            for (int j = j16; j < length; j++)
+            Prefetch(values + j0 * rowBytes, (length - j0) * rowBytes);
+            for (int j = j0; j < length; j++)
             {
                 byte* key = keys + j * rowBytes;
-                var sum = Vector512<float>.Zero;
+                var sum = V.Zero;
                 for (int k = 0; k < chunks; k++)
-                    sum = Avx512F.FusedMultiplyAdd(q[k], Load(key, k), sum);
-                scores[j] = Vector512.Sum(sum);
+                    sum = V.MultiplyAdd(q[k], Load<V>(key, k), sum);
+                scores[j] = V.Sum(sum);
             }
 
             for (int j = length; j < padded; j++)
                 scores[j] = float.NegativeInfinity;
-            var top = Vector512.Create(float.NegativeInfinity);
-            for (int j = 0; j < padded; j += 16)
-                top = Vector512.Max(top, Vector512.Load(scores + j));
-            float max = Horizontal.Max(top);
-            var shift = Vector512.Create(max);
-            var total = Vector512<float>.Zero;
-            for (int j = 0; j < padded; j += 16)
+            var top = V.Create(float.NegativeInfinity);
+            for (int j = 0; j < padded; j += n)
+                top = V.Max(top, V.Load(scores + j));
+            var shift = V.Create(V.MaxAcross(top));
+            var total = V.Zero;
+            for (int j = 0; j < padded; j += n)
             {
-                var e = Vector512.Exp(Vector512.Load(scores + j) - shift);
+                var e = FastExp.Of(V.Load(scores + j) - shift);
                 e.Store(scores + j);
                 total += e;
             }
-            float inverse = 1f / Vector512.Sum(total);
+            var inverse = V.Create(1f / V.Sum(total));
 
             for (int k = 0; k < chunks; k++)
             {
                 // Four keys at a time into separate sums, so consecutive multiply-adds do not wait on each other.
-                var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+                var a0 = V.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
                 int j = 0;
                 for (; j + 3 < length; j += 4)
                 {
                     byte* value = values + j * rowBytes;
-                    a0 = Avx512F.FusedMultiplyAdd(Vector512.Create(scores[j]), Load(value, k), a0);
-                    a1 = Avx512F.FusedMultiplyAdd(Vector512.Create(scores[j + 1]), Load(value + rowBytes, k), a1);
-                    a2 = Avx512F.FusedMultiplyAdd(Vector512.Create(scores[j + 2]), Load(value + 2 * rowBytes, k), a2);
-                    a3 = Avx512F.FusedMultiplyAdd(Vector512.Create(scores[j + 3]), Load(value + 3 * rowBytes, k), a3);
+                    a0 = V.MultiplyAdd(V.Create(scores[j]), Load<V>(value, k), a0);
+                    a1 = V.MultiplyAdd(V.Create(scores[j + 1]), Load<V>(value + rowBytes, k), a1);
+                    a2 = V.MultiplyAdd(V.Create(scores[j + 2]), Load<V>(value + 2 * rowBytes, k), a2);
+                    a3 = V.MultiplyAdd(V.Create(scores[j + 3]), Load<V>(value + 3 * rowBytes, k), a3);
                 }
                 for (; j < length; j++)
-                    a0 = Avx512F.FusedMultiplyAdd(Vector512.Create(scores[j]), Load(values + j * rowBytes, k), a0);
+                    a0 = V.MultiplyAdd(V.Create(scores[j]), Load<V>(values + j * rowBytes, k), a0);
                 Store(output, k, (a0 + a1 + (a2 + a3)) * inverse);
             }
         }
 
-        /// <summary>The query's dot products with 16 consecutive keys, in order.</summary>
-        /// <remarks>Each key's products are summed across its vector at the end; summing 16 vectors at once (a transpose as
-        /// it adds, 45 shuffles and adds) costs a third of summing each alone, which had made the scores, not reading the
-        /// keys, the kernel's bound in bf16.</remarks>
+        /// <summary>The query's dot products with V.Count consecutive keys, in order.</summary>
+        /// <remarks>Each key's products are summed across its vector at the end, all at once (<see
+        /// cref="IFloatVector{TSelf}.SumEach"/>): a third of the shuffles of summing each alone, which had made the scores,
+        /// not reading the keys, the kernel's bound in bf16. The accumulators past V.Count are never touched (the JIT drops
+        /// their code).</remarks>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private Vector512<float> SixteenScores(byte* key, long rowBytes, Vector512<float>* q, int chunks)
+        private V BlockScores<V>(byte* key, long rowBytes, V* q, int chunks) where V : unmanaged, IFloatVector<V>
         {
-            var s0 = Vector512<float>.Zero; var s1 = s0; var s2 = s0; var s3 = s0; var s4 = s0; var s5 = s0; var s6 = s0; var s7 = s0;
+            var s0 = V.Zero; var s1 = s0; var s2 = s0; var s3 = s0; var s4 = s0; var s5 = s0; var s6 = s0; var s7 = s0;
             var s8 = s0; var s9 = s0; var s10 = s0; var s11 = s0; var s12 = s0; var s13 = s0; var s14 = s0; var s15 = s0;
             for (int k = 0; k < chunks; k++)
             {
                 var qk = q[k];
-                s0 = Avx512F.FusedMultiplyAdd(qk, Load(key, k), s0);
-                s1 = Avx512F.FusedMultiplyAdd(qk, Load(key + rowBytes, k), s1);
-                s2 = Avx512F.FusedMultiplyAdd(qk, Load(key + 2 * rowBytes, k), s2);
-                s3 = Avx512F.FusedMultiplyAdd(qk, Load(key + 3 * rowBytes, k), s3);
-                s4 = Avx512F.FusedMultiplyAdd(qk, Load(key + 4 * rowBytes, k), s4);
-                s5 = Avx512F.FusedMultiplyAdd(qk, Load(key + 5 * rowBytes, k), s5);
-                s6 = Avx512F.FusedMultiplyAdd(qk, Load(key + 6 * rowBytes, k), s6);
-                s7 = Avx512F.FusedMultiplyAdd(qk, Load(key + 7 * rowBytes, k), s7);
-                s8 = Avx512F.FusedMultiplyAdd(qk, Load(key + 8 * rowBytes, k), s8);
-                s9 = Avx512F.FusedMultiplyAdd(qk, Load(key + 9 * rowBytes, k), s9);
-                s10 = Avx512F.FusedMultiplyAdd(qk, Load(key + 10 * rowBytes, k), s10);
-                s11 = Avx512F.FusedMultiplyAdd(qk, Load(key + 11 * rowBytes, k), s11);
-                s12 = Avx512F.FusedMultiplyAdd(qk, Load(key + 12 * rowBytes, k), s12);
-                s13 = Avx512F.FusedMultiplyAdd(qk, Load(key + 13 * rowBytes, k), s13);
-                s14 = Avx512F.FusedMultiplyAdd(qk, Load(key + 14 * rowBytes, k), s14);
-                s15 = Avx512F.FusedMultiplyAdd(qk, Load(key + 15 * rowBytes, k), s15);
+                s0 = V.MultiplyAdd(qk, Load<V>(key, k), s0);
+                s1 = V.MultiplyAdd(qk, Load<V>(key + rowBytes, k), s1);
+                s2 = V.MultiplyAdd(qk, Load<V>(key + 2 * rowBytes, k), s2);
+                s3 = V.MultiplyAdd(qk, Load<V>(key + 3 * rowBytes, k), s3);
+                if (V.Count > 4)
+                {
+                    s4 = V.MultiplyAdd(qk, Load<V>(key + 4 * rowBytes, k), s4);
+                    s5 = V.MultiplyAdd(qk, Load<V>(key + 5 * rowBytes, k), s5);
+                    s6 = V.MultiplyAdd(qk, Load<V>(key + 6 * rowBytes, k), s6);
+                    s7 = V.MultiplyAdd(qk, Load<V>(key + 7 * rowBytes, k), s7);
+                }
+                if (V.Count > 8)
+                {
+                    s8 = V.MultiplyAdd(qk, Load<V>(key + 8 * rowBytes, k), s8);
+                    s9 = V.MultiplyAdd(qk, Load<V>(key + 9 * rowBytes, k), s9);
+                    s10 = V.MultiplyAdd(qk, Load<V>(key + 10 * rowBytes, k), s10);
+                    s11 = V.MultiplyAdd(qk, Load<V>(key + 11 * rowBytes, k), s11);
+                    s12 = V.MultiplyAdd(qk, Load<V>(key + 12 * rowBytes, k), s12);
+                    s13 = V.MultiplyAdd(qk, Load<V>(key + 13 * rowBytes, k), s13);
+                    s14 = V.MultiplyAdd(qk, Load<V>(key + 14 * rowBytes, k), s14);
+                    s15 = V.MultiplyAdd(qk, Load<V>(key + 15 * rowBytes, k), s15);
+                }
             }
-            // Per 128-bit lane: pairs, then quads of keys; then across the four lanes.
-            var a = Quad(Pair(s0, s1), Pair(s2, s3));     // lane l: keys 0-3 summed over the lane's 4 elements
-            var b = Quad(Pair(s4, s5), Pair(s6, s7));
-            var c = Quad(Pair(s8, s9), Pair(s10, s11));
-            var d = Quad(Pair(s12, s13), Pair(s14, s15));
-            return Lanes(Lanes(a, b), Lanes(c, d));
+            return V.SumEach(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15);
         }
-
-        /// <summary>Per 128-bit lane, [x0 + x2, y0 + y2, x1 + x3, y1 + y3].</summary>
-        private static Vector512<float> Pair(Vector512<float> x, Vector512<float> y) => Avx512F.UnpackLow(x, y) + Avx512F.UnpackHigh(x, y);
-
-        /// <summary>Per 128-bit lane, from two <see cref="Pair"/>s of (x, y) and (z, w): [sum x, sum y, sum z, sum w].</summary>
-        private static Vector512<float> Quad(Vector512<float> xy, Vector512<float> zw) =>
-            Avx512F.UnpackLow(xy.AsDouble(), zw.AsDouble()).AsSingle() + Avx512F.UnpackHigh(xy.AsDouble(), zw.AsDouble()).AsSingle();
-
-        /// <summary>[x.L0 + x.L1, x.L2 + x.L3, y.L0 + y.L1, y.L2 + y.L3] over 128-bit lanes L.</summary>
-        private static Vector512<float> Lanes(Vector512<float> x, Vector512<float> y) =>
-            Avx512F.Shuffle4x128(x, y, 0b10_00_10_00) + Avx512F.Shuffle4x128(x, y, 0b11_01_11_01);
 
         /// <summary>Asks for the cache lines of [from, from + bytes).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static void Prefetch(byte* from, long bytes)
         {
             for (long offset = 0; offset < bytes; offset += 64)
-                Sse.Prefetch0(from + offset);
+                Simd.Prefetch(from + offset);
         }
 
-        /// <summary>Elements [16k, 16k + 16) of a row as floats.</summary>
+        /// <summary>Vector k of a row (elements [kn, kn + n), n = V.Count) as floats.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private Vector512<float> Load(byte* row, int k) => Bf16.Load(row, 16 * k, IsBf16);
+        private V Load<V>(byte* row, int k) where V : unmanaged, IFloatVector<V> => Bf16.Load<V>(row, (long)V.Count * k, IsBf16);
 
-        /// <summary>Writes elements [16k, 16k + 16) of an output row, a bf16 row rounded to nearest even.</summary>
+        /// <summary>Writes vector k of an output row, a bf16 row rounded to nearest even.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void Store(byte* row, int k, Vector512<float> v) => Bf16.Store(v, row, 16 * k, IsBf16);
+        private void Store<V>(byte* row, int k, V v) where V : unmanaged, IFloatVector<V> => Bf16.Store(v, row, (long)V.Count * k, IsBf16);
     }
 }

@@ -1,6 +1,3 @@
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
-
 namespace OrleansGpt.Training.Numerics;
 
 /// <summary>
@@ -9,14 +6,15 @@ namespace OrleansGpt.Training.Numerics;
 /// </summary>
 public static class DecodeKernels
 {
-    /// <summary>True when this CPU has the AVX-512 instructions the kernels use.</summary>
-    public static bool IsSupported => Avx512F.IsSupported && Avx512BW.IsSupported && Vector512.IsHardwareAccelerated;
+    /// <summary>True when the kernels can run on this CPU: every x86-64 and ARM64 CPU, at the width it has
+    /// (<see cref="Simd.Path"/>).</summary>
+    public static bool IsSupported => Simd.IsSupported;
 
     /// <summary>Off leaves every decode step to libtorch: for side-by-side benchmarks (`--kernel`), and a way out should
     /// a kernel misbehave (a silo's `ModelHost:DecodeKernel=torch`). Process-wide; caches made while it is off keep
     /// attention's fp32 keys and values, as before these kernels.</summary>
     public static bool Enabled { get; set; } = true;
 
-    /// <summary>Whether the kernels run now: switched on, on a CPU that has their instructions.</summary>
+    /// <summary>Whether the kernels run now: switched on (and the CPU vectorises at all).</summary>
     public static bool Active => Enabled && IsSupported;
 }

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
 using static TorchSharp.torch;
 
 namespace OrleansGpt.Training.Numerics;
@@ -21,24 +20,17 @@ internal static class DropoutMask
     /// <summary>Whether element <paramref name="index"/> survives.</summary>
     public static bool Keeps(uint index, uint seed, uint threshold) => Mix(Mix(index) ^ seed) >= threshold;
 
-    /// <summary>All-ones lanes where elements [firstIndex, firstIndex + 16) survive.</summary>
+    /// <summary>All-ones lanes where elements [firstIndex, firstIndex + V.Count) survive.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> KeepLanes(uint firstIndex, uint seed, uint threshold)
-    {
-        var index = Vector512.Create(firstIndex) + Vector512<uint>.Indices;
-        return Vector512.GreaterThanOrEqual(Mix(Mix(index) ^ Vector512.Create(seed)), Vector512.Create(threshold)).AsSingle();
-    }
+    public static V KeepLanes<V>(uint firstIndex, uint seed, uint threshold) where V : unmanaged, IFloatVector<V> =>
+        V.HashAtLeast(firstIndex, seed, threshold);
+
+    /// <summary>lowbias32's two multipliers (each width's <see cref="IFloatVector{TSelf}.HashAtLeast"/> uses them too).</summary>
+    internal const uint Multiplier1 = 0x7FEB352Du, Multiplier2 = 0x846CA68Bu;
 
     private static uint Mix(uint x)
     {
-        x ^= x >> 16; x *= 0x7FEB352Du; x ^= x >> 15; x *= 0x846CA68Bu; x ^= x >> 16;
-        return x;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<uint> Mix(Vector512<uint> x)
-    {
-        x ^= x >> 16; x *= Vector512.Create(0x7FEB352Du); x ^= x >> 15; x *= Vector512.Create(0x846CA68Bu); x ^= x >> 16;
+        x ^= x >> 16; x *= Multiplier1; x ^= x >> 15; x *= Multiplier2; x ^= x >> 16;
         return x;
     }
 }

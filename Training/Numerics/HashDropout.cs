@@ -1,4 +1,3 @@
-using System.Runtime.Intrinsics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -14,7 +13,7 @@ namespace OrleansGpt.Training.Numerics;
 /// as a layer's matrix products. This pass runs at memory speed.</remarks>
 public static unsafe class HashDropout
 {
-    /// <summary>Whether <see cref="Apply"/> takes <paramref name="x"/>: CPU with AVX-512 (and <see cref="TrainingKernels"/> on),
+    /// <summary>Whether <see cref="Apply"/> takes <paramref name="x"/>: CPU (and <see cref="TrainingKernels"/> on),
     /// fp32 or bf16, under 2^32 elements.</summary>
     public static bool Applies(Tensor x) =>
         TrainingKernels.Active && x.device_type == DeviceType.CPU && x.dtype is ScalarType.Float32 or ScalarType.BFloat16 && x.numel() < uint.MaxValue;
@@ -24,10 +23,10 @@ public static unsafe class HashDropout
     /// <param name="seed">The mask's seed; by default drawn from libtorch's generator.</param>
     public static Tensor Apply(Tensor x, double dropout, ulong? seed = null)
     {
-        if (!Applies(x))
-            throw new ArgumentException($"{x.dtype} on {x.device} with {x.numel()} elements: fp32 or bf16 on an AVX-512 CPU, under 2^32 elements", nameof(x));
         if (dropout is < 0 or >= 1 || double.IsNaN(dropout))
             throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "dropout must be in [0, 1)");
+        if (!Applies(x))
+            throw new ArgumentException($"{x.dtype} on {x.device} with {x.numel()} elements: fp32 or bf16 on the CPU, under 2^32 elements", nameof(x));
         ulong maskSeed = seed ?? DropoutMask.NewSeed();
         return x.requires_grad && is_grad_enabled() ? DropoutFunction.apply(x.contiguous(), dropout, maskSeed) : Mask(x.contiguous(), dropout, maskSeed);
     }
@@ -62,14 +61,24 @@ public static unsafe class HashDropout
         uint threshold = DropoutMask.Threshold(dropout), maskSeed = (uint)seed;
         float scale = (float)(1 / (1 - dropout));
         nint from = TensorMemory.Address(x), to = TensorMemory.Address(y);
+        switch (Simd.Width)
+        {
+            case 512: Mask<Floats512>(from, to, n, bf16, threshold, maskSeed, scale); break;
+            case 256: Mask<Floats256>(from, to, n, bf16, threshold, maskSeed, scale); break;
+            default: Mask<Floats128>(from, to, n, bf16, threshold, maskSeed, scale); break;
+        }
+        return y;
+    }
+
+    private static void Mask<V>(nint from, nint to, long n, bool bf16, uint threshold, uint maskSeed, float scale) where V : unmanaged, IFloatVector<V> =>
         OpenMp.ForRanges(n, (start, end) =>
         {
-            var factor = Vector512.Create(scale);
+            var factor = V.Create(scale);
             long i = start;
-            for (; i + 16 <= end; i += 16)
+            for (; i + V.Count <= end; i += V.Count)
             {
-                var keep = DropoutMask.KeepLanes((uint)i, maskSeed, threshold);
-                Bf16.Store(Vector512.ConditionalSelect(keep, Bf16.Load((void*)from, i, bf16) * factor, Vector512<float>.Zero), (void*)to, i, bf16);
+                var keep = DropoutMask.KeepLanes<V>((uint)i, maskSeed, threshold);
+                Bf16.Store(V.Select(keep, Bf16.Load<V>((void*)from, i, bf16) * factor, V.Zero), (void*)to, i, bf16);
             }
             for (; i < end; i++)
             {
@@ -77,6 +86,4 @@ public static unsafe class HashDropout
                 Bf16.Set((void*)to, i, bf16, kept ? Bf16.At((void*)from, i, bf16) * scale : 0f);
             }
         });
-        return y;
-    }
 }

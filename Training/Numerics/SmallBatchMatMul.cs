@@ -1,7 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -21,7 +19,7 @@ namespace OrleansGpt.Training.Numerics;
 /// products at one row take 8.8-9.9 ms in bf16 (libtorch 12.7-15.9) and 12.9-14.6 ms in fp32 (libtorch 21.1-22.7).</para>
 /// <para>Numerics: products accumulate in fp32 in input order, one row at a time, so a row's result does not depend on
 /// the other rows in the batch; bf16 results are rounded once, to nearest even, after the bias is added.</para>
-/// <para>Used only where it applies (<see cref="Applies(long, ScalarType, Device)"/>): inference (no autograd), CPU, AVX-512, at most
+/// <para>Used only where it applies (<see cref="Applies(long, ScalarType, Device)"/>): inference (no autograd), CPU, at most
 /// <see cref="MaxRows"/> rows. Everything else goes through libtorch.</para>
 /// </remarks>
 public static unsafe class SmallBatchMatMul
@@ -32,11 +30,8 @@ public static unsafe class SmallBatchMatMul
     /// 51.4 / 48.6 at 32 (fp32 57.7 / 69.2, 82.7 / 86.8, 105.0 / 101.6).</summary>
     public const int MaxRows = 24;
 
-    /// <summary>Columns a tile covers: 4 vectors of 16 floats per row.</summary>
+    /// <summary>The widest tile (4 vectors of 16 floats); the ragged end past the last whole tile is at most this.</summary>
     private const int Tile = 64;
-
-    /// <summary>Rows that share one pass over a weight tile (4 rows x 4 accumulators fill 16 of the 32 vector registers).</summary>
-    private const int RowGroup = 4;
 
     /// <summary>
     /// How many weight rows ahead a tile asks for its cache lines. Consecutive weight rows of a tile lie a whole matrix
@@ -134,23 +129,38 @@ public static unsafe class SmallBatchMatMul
         private readonly int Rows = rows, In = inFeatures, Out = outFeatures;
         private readonly bool IsBf16 = bf16;
 
-        /// <summary>Part <paramref name="part"/> of <paramref name="parts"/>: whole tiles of columns, the last part also the ragged end.</summary>
+        /// <summary>Part <paramref name="part"/> of <paramref name="parts"/>, at the width the kernels run.</summary>
         public void RunPart(int part, int parts)
         {
+            switch (Simd.Width)
+            {
+                case 512: RunPart<Floats512>(part, parts); break;
+                case 256: RunPart<Floats256>(part, parts); break;
+                default: RunPart<Floats128>(part, parts); break;
+            }
+        }
+
+        /// <summary>Whole tiles of columns (4 vectors wide), the last part also the ragged end.</summary>
+        private void RunPart<V>(int part, int parts) where V : unmanaged, IFloatVector<V>
+        {
+            int tile = 4 * V.Count;
+            // Rows sharing a pass over a tile: 4 rows x 4 accumulators + 4 weight vectors fit 32 registers; with 16
+            // (AVX2, SSE) 2 rows do, as 4 would spill accumulators to the stack every weight row.
+            int rowGroup = V.Registers >= 32 ? 4 : 2;
             int perPart = (Out + parts - 1) / parts;
-            perPart = (perPart + Tile - 1) / Tile * Tile;
+            perPart = (perPart + tile - 1) / tile * tile;
             int j0 = part * perPart, j1 = Math.Min(Out, j0 + perPart);
             int j = j0;
-            for (; j + Tile <= j1; j += Tile)
+            for (; j + tile <= j1; j += tile)
             {
-                for (int r = 0; r < Rows; r += RowGroup)
+                for (int r = 0; r < Rows; r += rowGroup)
                 {
-                    switch (Math.Min(RowGroup, Rows - r))
+                    switch (Math.Min(rowGroup, Rows - r))
                     {
-                        case 1: TileOf<One>(r, j); break;
-                        case 2: TileOf<Two>(r, j); break;
-                        case 3: TileOf<Three>(r, j); break;
-                        default: TileOf<Four>(r, j); break;
+                        case 1: TileOf<V, One>(r, j); break;
+                        case 2: TileOf<V, Two>(r, j); break;
+                        case 3: TileOf<V, Three>(r, j); break;
+                        default: TileOf<V, Four>(r, j); break;
                     }
                 }
             }
@@ -158,90 +168,82 @@ public static unsafe class SmallBatchMatMul
                 Ragged(j, j1);
         }
 
-        /// <summary>Columns [j, j + 64) of rows [r, r + R).</summary>
+        /// <summary>Columns [j, j + 4 V.Count) of rows [r, r + R).</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void TileOf<R>(int r, int j) where R : struct, IRowCount
+        private void TileOf<V, R>(int r, int j) where V : unmanaged, IFloatVector<V> where R : struct, IRowCount
         {
-            var a00 = Vector512<float>.Zero; var a01 = a00; var a02 = a00; var a03 = a00;
+            int n = V.Count, lines = 4 * n * sizeof(float) / 64; // cache lines of a weight row's fp32 tile
+            var a00 = V.Zero; var a01 = a00; var a02 = a00; var a03 = a00;
             var a10 = a00; var a11 = a00; var a12 = a00; var a13 = a00;
             var a20 = a00; var a21 = a00; var a22 = a00; var a23 = a00;
             var a30 = a00; var a31 = a00; var a32 = a00; var a33 = a00;
             float* x0 = X + (long)r * In, x1 = x0 + In, x2 = x1 + In, x3 = x2 + In;
-            int n = In;
             if (IsBf16)
             {
-                // 32 bf16 weights per load: each 32-bit lane holds columns 2k (low half) and 2k + 1 (high half), so a
-                // shift gives the even columns as floats and a mask the odd ones; they are interleaved back at the end.
-                var high = Vector512.Create(0xFFFF0000u);
+                // 2n bf16 weights per load: each 32-bit lane holds columns 2k (low half) and 2k + 1 (high half), so a
+                // shift gives the even columns as floats and a mask the odd ones; Store interleaves them back.
                 ushort* p = (ushort*)W + j;
                 long ahead = PrefetchRows * (long)Out;
-                for (int i = 0; i < n; i++, p += Out)
+                for (int i = 0; i < In; i++, p += Out)
                 {
-                    Sse.Prefetch0(p + ahead);
-                    Sse.Prefetch0(p + ahead + 32);
-                    var v0 = Vector512.Load((uint*)p);
-                    var v1 = Vector512.Load((uint*)(p + 32));
-                    var e0 = (v0 << 16).AsSingle(); var o0 = (v0 & high).AsSingle();
-                    var e1 = (v1 << 16).AsSingle(); var o1 = (v1 & high).AsSingle();
-                    var b0 = Vector512.Create(x0[i]);
-                    a00 = Avx512F.FusedMultiplyAdd(e0, b0, a00); a01 = Avx512F.FusedMultiplyAdd(o0, b0, a01);
-                    a02 = Avx512F.FusedMultiplyAdd(e1, b0, a02); a03 = Avx512F.FusedMultiplyAdd(o1, b0, a03);
+                    Simd.Prefetch(p + ahead);
+                    if (lines > 2) Simd.Prefetch(p + ahead + 32);
+                    V.LoadBf16Pairs(p, out var e0, out var o0);
+                    V.LoadBf16Pairs(p + 2 * n, out var e1, out var o1);
+                    var b0 = V.Create(x0[i]);
+                    a00 = V.MultiplyAdd(e0, b0, a00); a01 = V.MultiplyAdd(o0, b0, a01);
+                    a02 = V.MultiplyAdd(e1, b0, a02); a03 = V.MultiplyAdd(o1, b0, a03);
                     if (R.Count > 1)
                     {
-                        var b1 = Vector512.Create(x1[i]);
-                        a10 = Avx512F.FusedMultiplyAdd(e0, b1, a10); a11 = Avx512F.FusedMultiplyAdd(o0, b1, a11);
-                        a12 = Avx512F.FusedMultiplyAdd(e1, b1, a12); a13 = Avx512F.FusedMultiplyAdd(o1, b1, a13);
+                        var b1 = V.Create(x1[i]);
+                        a10 = V.MultiplyAdd(e0, b1, a10); a11 = V.MultiplyAdd(o0, b1, a11);
+                        a12 = V.MultiplyAdd(e1, b1, a12); a13 = V.MultiplyAdd(o1, b1, a13);
                     }
                     if (R.Count > 2)
                     {
-                        var b2 = Vector512.Create(x2[i]);
-                        a20 = Avx512F.FusedMultiplyAdd(e0, b2, a20); a21 = Avx512F.FusedMultiplyAdd(o0, b2, a21);
-                        a22 = Avx512F.FusedMultiplyAdd(e1, b2, a22); a23 = Avx512F.FusedMultiplyAdd(o1, b2, a23);
+                        var b2 = V.Create(x2[i]);
+                        a20 = V.MultiplyAdd(e0, b2, a20); a21 = V.MultiplyAdd(o0, b2, a21);
+                        a22 = V.MultiplyAdd(e1, b2, a22); a23 = V.MultiplyAdd(o1, b2, a23);
                     }
                     if (R.Count > 3)
                     {
-                        var b3 = Vector512.Create(x3[i]);
-                        a30 = Avx512F.FusedMultiplyAdd(e0, b3, a30); a31 = Avx512F.FusedMultiplyAdd(o0, b3, a31);
-                        a32 = Avx512F.FusedMultiplyAdd(e1, b3, a32); a33 = Avx512F.FusedMultiplyAdd(o1, b3, a33);
+                        var b3 = V.Create(x3[i]);
+                        a30 = V.MultiplyAdd(e0, b3, a30); a31 = V.MultiplyAdd(o0, b3, a31);
+                        a32 = V.MultiplyAdd(e1, b3, a32); a33 = V.MultiplyAdd(o1, b3, a33);
                     }
                 }
-                (a00, a01, a02, a03) = Interleave(a00, a01, a02, a03);
-                if (R.Count > 1) (a10, a11, a12, a13) = Interleave(a10, a11, a12, a13);
-                if (R.Count > 2) (a20, a21, a22, a23) = Interleave(a20, a21, a22, a23);
-                if (R.Count > 3) (a30, a31, a32, a33) = Interleave(a30, a31, a32, a33);
             }
             else
             {
                 float* p = (float*)W + j;
                 long ahead = PrefetchRows * (long)Out;
-                for (int i = 0; i < n; i++, p += Out)
+                for (int i = 0; i < In; i++, p += Out)
                 {
-                    Sse.Prefetch0(p + ahead);
-                    Sse.Prefetch0(p + ahead + 16);
-                    Sse.Prefetch0(p + ahead + 32);
-                    Sse.Prefetch0(p + ahead + 48);
-                    var w0 = Vector512.Load(p); var w1 = Vector512.Load(p + 16);
-                    var w2 = Vector512.Load(p + 32); var w3 = Vector512.Load(p + 48);
-                    var b0 = Vector512.Create(x0[i]);
-                    a00 = Avx512F.FusedMultiplyAdd(w0, b0, a00); a01 = Avx512F.FusedMultiplyAdd(w1, b0, a01);
-                    a02 = Avx512F.FusedMultiplyAdd(w2, b0, a02); a03 = Avx512F.FusedMultiplyAdd(w3, b0, a03);
+                    Simd.Prefetch(p + ahead);
+                    if (lines > 1) Simd.Prefetch(p + ahead + 16);
+                    if (lines > 2) { Simd.Prefetch(p + ahead + 32); Simd.Prefetch(p + ahead + 48); }
+                    var w0 = V.Load(p); var w1 = V.Load(p + n);
+                    var w2 = V.Load(p + 2 * n); var w3 = V.Load(p + 3 * n);
+                    var b0 = V.Create(x0[i]);
+                    a00 = V.MultiplyAdd(w0, b0, a00); a01 = V.MultiplyAdd(w1, b0, a01);
+                    a02 = V.MultiplyAdd(w2, b0, a02); a03 = V.MultiplyAdd(w3, b0, a03);
                     if (R.Count > 1)
                     {
-                        var b1 = Vector512.Create(x1[i]);
-                        a10 = Avx512F.FusedMultiplyAdd(w0, b1, a10); a11 = Avx512F.FusedMultiplyAdd(w1, b1, a11);
-                        a12 = Avx512F.FusedMultiplyAdd(w2, b1, a12); a13 = Avx512F.FusedMultiplyAdd(w3, b1, a13);
+                        var b1 = V.Create(x1[i]);
+                        a10 = V.MultiplyAdd(w0, b1, a10); a11 = V.MultiplyAdd(w1, b1, a11);
+                        a12 = V.MultiplyAdd(w2, b1, a12); a13 = V.MultiplyAdd(w3, b1, a13);
                     }
                     if (R.Count > 2)
                     {
-                        var b2 = Vector512.Create(x2[i]);
-                        a20 = Avx512F.FusedMultiplyAdd(w0, b2, a20); a21 = Avx512F.FusedMultiplyAdd(w1, b2, a21);
-                        a22 = Avx512F.FusedMultiplyAdd(w2, b2, a22); a23 = Avx512F.FusedMultiplyAdd(w3, b2, a23);
+                        var b2 = V.Create(x2[i]);
+                        a20 = V.MultiplyAdd(w0, b2, a20); a21 = V.MultiplyAdd(w1, b2, a21);
+                        a22 = V.MultiplyAdd(w2, b2, a22); a23 = V.MultiplyAdd(w3, b2, a23);
                     }
                     if (R.Count > 3)
                     {
-                        var b3 = Vector512.Create(x3[i]);
-                        a30 = Avx512F.FusedMultiplyAdd(w0, b3, a30); a31 = Avx512F.FusedMultiplyAdd(w1, b3, a31);
-                        a32 = Avx512F.FusedMultiplyAdd(w2, b3, a32); a33 = Avx512F.FusedMultiplyAdd(w3, b3, a33);
+                        var b3 = V.Create(x3[i]);
+                        a30 = V.MultiplyAdd(w0, b3, a30); a31 = V.MultiplyAdd(w1, b3, a31);
+                        a32 = V.MultiplyAdd(w2, b3, a32); a33 = V.MultiplyAdd(w3, b3, a33);
                     }
                 }
             }
@@ -251,39 +253,40 @@ public static unsafe class SmallBatchMatMul
             if (R.Count > 3) Store(r + 3, j, a30, a31, a32, a33);
         }
 
-        /// <summary>Even and odd columns (e0, o0: columns 0-31; e1, o1: 32-63) back in column order, 16 per vector.</summary>
-        private static (Vector512<float>, Vector512<float>, Vector512<float>, Vector512<float>) Interleave(
-            Vector512<float> e0, Vector512<float> o0, Vector512<float> e1, Vector512<float> o1)
+        /// <summary>Adds the bias to columns [j, j + 4n) of row r and writes them in the output's dtype. In bf16 the sums
+        /// come as even and odd columns (c0, c1: columns [0, 2n); c2, c3: [2n, 4n)) and are interleaved back through the
+        /// stack: once per tile and row, against In multiply-adds per vector, so a scalar pass costs nothing measurable.</summary>
+        private void Store<V>(int r, int j, V c0, V c1, V c2, V c3) where V : unmanaged, IFloatVector<V>
         {
-            var low = Vector512.Create(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-            var high = Vector512.Create(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-            return (Avx512F.PermuteVar16x32x2(e0, low, o0), Avx512F.PermuteVar16x32x2(e0, high, o0),
-                Avx512F.PermuteVar16x32x2(e1, low, o1), Avx512F.PermuteVar16x32x2(e1, high, o1));
-        }
-
-        /// <summary>Adds the bias to columns [j, j + 64) of row r and writes them in the output's dtype.</summary>
-        private void Store(int r, int j, Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3)
-        {
+            int n = V.Count;
             long at = (long)r * Out + j;
             if (IsBf16)
             {
-                if (Bias is not null)
+                var sums = stackalloc float[4 * n];
+                var split = stackalloc float[4 * n];
+                c0.Store(split); c1.Store(split + n); c2.Store(split + 2 * n); c3.Store(split + 3 * n);
+                for (int k = 0; k < n; k++)
                 {
-                    var b = (ushort*)Bias + j;
-                    c0 += Bf16.Widen(b); c1 += Bf16.Widen(b + 16); c2 += Bf16.Widen(b + 32); c3 += Bf16.Widen(b + 48);
+                    sums[2 * k] = split[k]; sums[2 * k + 1] = split[n + k];
+                    sums[2 * n + 2 * k] = split[2 * n + k]; sums[2 * n + 2 * k + 1] = split[3 * n + k];
                 }
                 var y = (ushort*)Y + at;
-                Bf16.Narrow(c0).Store(y); Bf16.Narrow(c1).Store(y + 16); Bf16.Narrow(c2).Store(y + 32); Bf16.Narrow(c3).Store(y + 48);
+                for (int v = 0; v < 4; v++)
+                {
+                    var sum = V.Load(sums + v * n);
+                    if (Bias is not null) sum += V.LoadBf16((ushort*)Bias + j + v * n);
+                    sum.StoreBf16(y + v * n);
+                }
             }
             else
             {
                 if (Bias is not null)
                 {
                     var b = (float*)Bias + j;
-                    c0 += Vector512.Load(b); c1 += Vector512.Load(b + 16); c2 += Vector512.Load(b + 32); c3 += Vector512.Load(b + 48);
+                    c0 += V.Load(b); c1 += V.Load(b + n); c2 += V.Load(b + 2 * n); c3 += V.Load(b + 3 * n);
                 }
                 var y = (float*)Y + at;
-                c0.Store(y); c1.Store(y + 16); c2.Store(y + 32); c3.Store(y + 48);
+                c0.Store(y); c1.Store(y + n); c2.Store(y + 2 * n); c3.Store(y + 3 * n);
             }
         }
 

@@ -1,4 +1,3 @@
-using System.Runtime.Intrinsics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -19,7 +18,7 @@ namespace OrleansGpt.Training.Numerics;
 /// </remarks>
 public static unsafe class SoftmaxCrossEntropy
 {
-    /// <summary>Whether <see cref="LossAndGradient"/> takes these logits: CPU, AVX-512, fp32 or bf16 (and
+    /// <summary>Whether <see cref="LossAndGradient"/> takes these logits: CPU, fp32 or bf16 (and
     /// <see cref="TrainingKernels"/> switched on).</summary>
     public static bool Applies(Tensor logits) =>
         TrainingKernels.Active && logits.device_type == DeviceType.CPU && logits.dtype is ScalarType.Float32 or ScalarType.BFloat16;
@@ -61,9 +60,7 @@ public static unsafe class SoftmaxCrossEntropy
                     for (int r = part; r < rows; r += parts)
                         losses[r] = ids[r] == NoTarget
                             ? Clear((byte*)address + (long)r * vocab * (bf16 ? 2 : 4), vocab * (bf16 ? 2 : 4))
-                            : bf16
-                            ? Row<Bf16Row>((byte*)address + (long)r * vocab * 2, vocab, (int)ids[r], gradientScale, scratch)
-                            : Row<Fp32Row>((byte*)address + (long)r * vocab * 4, vocab, (int)ids[r], gradientScale, scratch);
+                            : Row((byte*)address + (long)r * vocab * (bf16 ? 2 : 4), vocab, (int)ids[r], gradientScale, scratch, bf16);
                 }
                 finally
                 {
@@ -82,65 +79,77 @@ public static unsafe class SoftmaxCrossEntropy
         return 0;
     }
 
+    /// <summary>One row at the width the kernels run.</summary>
+    private static double Row(byte* row, int vocab, int target, float scale, float* scratch, bool bf16) => (Simd.Width, bf16) switch
+    {
+        (512, true) => Row<Floats512, Bf16Row>(row, vocab, target, scale, scratch),
+        (512, false) => Row<Floats512, Fp32Row>(row, vocab, target, scale, scratch),
+        (256, true) => Row<Floats256, Bf16Row>(row, vocab, target, scale, scratch),
+        (256, false) => Row<Floats256, Fp32Row>(row, vocab, target, scale, scratch),
+        (_, true) => Row<Floats128, Bf16Row>(row, vocab, target, scale, scratch),
+        (_, false) => Row<Floats128, Fp32Row>(row, vocab, target, scale, scratch),
+    };
+
     /// <summary>One row: its loss, and its gradient over it.</summary>
     /// <remarks>Three passes: the maximum; the exponentials, kept in <paramref name="scratch"/> as they are summed; the
     /// gradient from them. One exponential per element instead of two: 512 bf16 rows took 5.7-5.8 ms at best against
-    /// 10.2-10.3 computing them again (fp32, bound by memory, 8.1-8.8 against 8.6-9.0).</remarks>
-    private static double Row<TRow>(byte* row, int vocab, int target, float scale, float* scratch) where TRow : struct, IRow
+    /// 10.2-10.3 computing them again (fp32, bound by memory, 8.1-8.8 against 8.6-9.0; AVX-512).</remarks>
+    private static double Row<V, TRow>(byte* row, int vocab, int target, float scale, float* scratch)
+        where V : unmanaged, IFloatVector<V> where TRow : struct, IRow
     {
-        int whole = vocab & ~15;
-        var top = Vector512.Create(float.NegativeInfinity);
-        for (int i = 0; i < whole; i += 16)
-            top = Vector512.Max(top, TRow.Load(row, i));
-        float max = Horizontal.Max(top);
+        int whole = vocab / V.Count * V.Count;
+        var top = V.Create(float.NegativeInfinity);
+        for (int i = 0; i < whole; i += V.Count)
+            top = V.Max(top, TRow.Load<V>(row, i));
+        float max = V.MaxAcross(top);
         for (int i = whole; i < vocab; i++)
             max = MathF.Max(max, TRow.At(row, i));
 
-        var shift = Vector512.Create(max);
-        var total = Vector512<float>.Zero;
-        for (int i = 0; i < whole; i += 16)
+        var shift = V.Create(max);
+        var total = V.Zero;
+        for (int i = 0; i < whole; i += V.Count)
         {
-            var e = FastExp.Of(TRow.Load(row, i) - shift);
+            var e = FastExp.Of(TRow.Load<V>(row, i) - shift);
             e.Store(scratch + i);
             total += e;
         }
-        float sum = Vector512.Sum(total);
+        float sum = V.Sum(total);
         for (int i = whole; i < vocab; i++)
             sum += MathF.Exp(TRow.At(row, i) - max);
 
         float logit = TRow.At(row, target);
         double loss = Math.Log(sum) + max - logit;
 
-        var factor = Vector512.Create(scale / sum);
-        for (int i = 0; i < whole; i += 16)
-            TRow.Store(row, i, Vector512.Load(scratch + i) * factor);
+        var factor = V.Create(scale / sum);
+        for (int i = 0; i < whole; i += V.Count)
+            TRow.Store(row, i, V.Load(scratch + i) * factor);
         for (int i = whole; i < vocab; i++)
             TRow.Set(row, i, MathF.Exp(TRow.At(row, i) - max) * (scale / sum));
         TRow.Set(row, target, (MathF.Exp(logit - max) / sum - 1f) * scale);
         return loss;
     }
 
-    /// <summary>Reads and writes a row's elements as floats, so <see cref="Row{TRow}"/> is compiled once per dtype.</summary>
+    /// <summary>Reads and writes a row's elements as floats, so <see cref="Row{V, TRow}"/> is compiled once per dtype.</summary>
     private interface IRow
     {
-        static abstract Vector512<float> Load(byte* row, int i);
-        static abstract void Store(byte* row, int i, Vector512<float> v);
+        static abstract V Load<V>(byte* row, int i) where V : unmanaged, IFloatVector<V>;
+        static abstract void Store<V>(byte* row, int i, V v) where V : unmanaged, IFloatVector<V>;
         static abstract float At(byte* row, int i);
         static abstract void Set(byte* row, int i, float value);
     }
 
     private readonly struct Fp32Row : IRow
     {
-        public static Vector512<float> Load(byte* row, int i) => Vector512.Load((float*)row + i);
-        public static void Store(byte* row, int i, Vector512<float> v) => v.Store((float*)row + i);
+        public static V Load<V>(byte* row, int i) where V : unmanaged, IFloatVector<V> => V.Load((float*)row + i);
+        public static void Store<V>(byte* row, int i, V v) where V : unmanaged, IFloatVector<V> => v.Store((float*)row + i);
         public static float At(byte* row, int i) => ((float*)row)[i];
         public static void Set(byte* row, int i, float value) => ((float*)row)[i] = value;
     }
 
     private readonly struct Bf16Row : IRow
     {
-        public static Vector512<float> Load(byte* row, int i) => Bf16.Widen((ushort*)row + i);
-        public static void Store(byte* row, int i, Vector512<float> v) => Bf16.Narrow(v).Store((ushort*)row + i);
+        public static V Load<V>(byte* row, int i) where V : unmanaged, IFloatVector<V> => V.LoadBf16((ushort*)row + i);
+        public static void Store<V>(byte* row, int i, V v) where V : unmanaged, IFloatVector<V> => v.StoreBf16((ushort*)row + i);
         public static float At(byte* row, int i) => Bf16.ToSingle(((ushort*)row)[i]);
         public static void Set(byte* row, int i, float value) => ((ushort*)row)[i] = Bf16.Round(value);
     }

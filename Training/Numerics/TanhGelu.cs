@@ -1,6 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -21,7 +19,7 @@ public static unsafe class TanhGelu
 {
     private const float Root2OverPi = 0.7978845608028654f, Cubic = 0.044715f;
 
-    /// <summary>Whether <see cref="Apply"/> takes <paramref name="x"/>: CPU with AVX-512 (and <see cref="TrainingKernels"/>
+    /// <summary>Whether <see cref="Apply"/> takes <paramref name="x"/>: CPU (and <see cref="TrainingKernels"/>
     /// on), fp32 or bf16.</summary>
     public static bool Applies(Tensor x) =>
         TrainingKernels.Active && x.device_type == DeviceType.CPU && x.dtype is ScalarType.Float32 or ScalarType.BFloat16;
@@ -30,7 +28,7 @@ public static unsafe class TanhGelu
     public static Tensor Apply(Tensor x)
     {
         if (!Applies(x))
-            throw new ArgumentException($"{x.dtype} on {x.device}: fp32 or bf16 on an AVX-512 CPU", nameof(x));
+            throw new ArgumentException($"{x.dtype} on {x.device}: fp32 or bf16 on the CPU", nameof(x));
         // Without a gradient to take (inference), the kernel alone: the autograd node's set-up costs more than a decode
         // step's GELU.
         return x.requires_grad && is_grad_enabled() ? GeluFunction.apply(x.contiguous()) : Run(x.contiguous(), null);
@@ -60,54 +58,63 @@ public static unsafe class TanhGelu
         if (outputGrad is not null && outputGrad.dtype != x.dtype) outputGrad = outputGrad.to(x.dtype);
         bool bf16 = x.dtype == ScalarType.BFloat16, backward = outputGrad is not null;
         nint from = TensorMemory.Address(x), to = TensorMemory.Address(y), grads = backward ? TensorMemory.Address(outputGrad!) : 0;
+        switch (Simd.Width)
+        {
+            case 512: Run<Floats512>(from, to, grads, n, bf16, backward); break;
+            case 256: Run<Floats256>(from, to, grads, n, bf16, backward); break;
+            default: Run<Floats128>(from, to, grads, n, bf16, backward); break;
+        }
+        GC.KeepAlive(outputGrad);
+        return y;
+    }
+
+    private static void Run<V>(nint from, nint to, nint grads, long n, bool bf16, bool backward) where V : unmanaged, IFloatVector<V> =>
         OpenMp.ForRanges(n, (start, end) =>
         {
             long i = start;
-            for (; i + 16 <= end; i += 16)
+            for (; i + V.Count <= end; i += V.Count)
             {
-                var v = Bf16.Load((void*)from, i, bf16);
-                Bf16.Store(backward ? Derivative(v) * Bf16.Load((void*)grads, i, bf16) : Value(v), (void*)to, i, bf16);
+                var v = Bf16.Load<V>((void*)from, i, bf16);
+                Bf16.Store(backward ? Derivative(v) * Bf16.Load<V>((void*)grads, i, bf16) : Value(v), (void*)to, i, bf16);
             }
             if (i < end)
             {
                 // The ragged end through the same vector code, one padded vector.
-                var lanes = stackalloc float[16];
-                var dy = stackalloc float[16];
-                for (int j = 0; j < 16; j++)
+                var lanes = stackalloc float[V.Count];
+                var dy = stackalloc float[V.Count];
+                for (int j = 0; j < V.Count; j++)
                 {
                     bool inside = i + j < end;
                     lanes[j] = inside ? Bf16.At((void*)from, i + j, bf16) : 0;
                     dy[j] = inside && backward ? Bf16.At((void*)grads, i + j, bf16) : 0;
                 }
-                var v = Vector512.Load(lanes);
-                var r = backward ? Derivative(v) * Vector512.Load(dy) : Value(v);
+                var v = V.Load(lanes);
+                var r = backward ? Derivative(v) * V.Load(dy) : Value(v);
                 for (int j = 0; i + j < end; j++)
-                    Bf16.Set((void*)to, i + j, bf16, r.GetElement(j));
+                    Bf16.Set((void*)to, i + j, bf16, V.Element(r, j));
             }
         });
-        GC.KeepAlive(outputGrad);
-        return y;
-    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Tanh(Vector512<float> x)
+    private static V Tanh<V>(V x) where V : unmanaged, IFloatVector<V>
     {
-        var u = Vector512.Create(Root2OverPi) * Avx512F.FusedMultiplyAdd(Vector512.Create(Cubic) * x, x * x, x);
+        var u = V.Create(Root2OverPi) * V.MultiplyAdd(V.Create(Cubic) * x, x * x, x);
         var e = FastExp.Of(u + u);
-        return Vector512<float>.One - Vector512.Create(2f) / (e + Vector512<float>.One);
+        var one = V.Create(1f);
+        return one - V.Create(2f) / (e + one);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Value(Vector512<float> x) =>
-        Vector512.Create(0.5f) * x * (Vector512<float>.One + Tanh(x));
+    private static V Value<V>(V x) where V : unmanaged, IFloatVector<V> =>
+        V.Create(0.5f) * x * (V.Create(1f) + Tanh(x));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Derivative(Vector512<float> x)
+    private static V Derivative<V>(V x) where V : unmanaged, IFloatVector<V>
     {
         var t = Tanh(x);
-        var half = Vector512.Create(0.5f);
-        var du = Vector512.Create(Root2OverPi) * Avx512F.FusedMultiplyAdd(Vector512.Create(3 * Cubic) * x, x, Vector512<float>.One);
-        return half * (Vector512<float>.One + t) + half * x * (Vector512<float>.One - t * t) * du;
+        var half = V.Create(0.5f);
+        var one = V.Create(1f);
+        var du = V.Create(Root2OverPi) * V.MultiplyAdd(V.Create(3 * Cubic) * x, x, one);
+        return half * (one + t) + half * x * (one - t * t) * du;
     }
-
 }

@@ -9,6 +9,6 @@ public static class TrainingKernels
     /// <summary>Off leaves training to libtorch's ops: for side-by-side benchmarks (`bench train --kernel`). Process-wide.</summary>
     public static bool Enabled { get; set; } = true;
 
-    /// <summary>Whether the kernels run now: switched on, on a CPU with the AVX-512 instructions they use.</summary>
-    public static bool Active => Enabled && DecodeKernels.IsSupported;
+    /// <summary>Whether the kernels run now: switched on (and the CPU vectorises at all; see <see cref="Simd.Path"/>).</summary>
+    public static bool Active => Enabled && Simd.IsSupported;
 }

@@ -1,41 +1,41 @@
-using System.Runtime.Intrinsics;
 using OrleansGpt.Training.Numerics;
 
 namespace OrleansGpt.Tests.Model;
 
-/// <summary>The training kernels' float exponential: within 2 ulp of Math.Exp where softmaxes use it, 0 far below, NaN kept.</summary>
+/// <summary>The kernels' float exponential, at the width this process runs them (the kernel tests rerun in child
+/// processes at every narrower width): within 2 ulp of Math.Exp where softmaxes use it, 0 far below, NaN kept.</summary>
 public sealed class FastExpTests
 {
     [Fact]
     public void IsWithinTwoUlpOfTheExponential()
     {
-        if (!DecodeKernels.IsSupported) return; // the kernels that use it do not run on such a CPU
+        var x = new float[200_003]; // not a whole number of vectors at any width: the tail goes through the same code
+        for (int i = 0; i < x.Length; i++)
+            x[i] = -87f + i * (95f / x.Length); // [-87, 8)
+        var e = new float[x.Length];
+        FastExp.Of(x, e);
         double worst = 0;
-        var lanes = new float[16];
-        for (int i = 0; i < 200_000; i += 16)
+        for (int i = 0; i < x.Length; i++)
         {
-            for (int j = 0; j < 16; j++)
-                lanes[j] = -87f + (i + j) * (95f / 200_000); // [-87, 8)
-            var e = FastExp.Of(Vector512.Create(lanes));
-            for (int j = 0; j < 16; j++)
-            {
-                double exact = Math.Exp(lanes[j]);
-                float ulp = MathF.BitIncrement((float)exact) - (float)exact;
-                worst = Math.Max(worst, Math.Abs(e.GetElement(j) - exact) / ulp);
-            }
+            double exact = Math.Exp(x[i]);
+            float ulp = MathF.BitIncrement((float)exact) - (float)exact;
+            worst = Math.Max(worst, Math.Abs(e[i] - exact) / ulp);
         }
-        Assert.True(worst <= 2, $"worst error {worst:F2} ulp");
+        Assert.True(worst <= 2, $"worst error {worst:F2} ulp on the {Simd.Path} path");
     }
 
     [Fact]
     public void GivesZeroFarBelowAndKeepsNaN()
     {
-        if (!DecodeKernels.IsSupported) return;
-        var e = FastExp.Of(Vector512.Create([float.NegativeInfinity, -1000f, -88f, float.NaN, 0f, -1f, 1f, 2f, 3f, 4f, 5f, 6f, 7f, 8f, 9f, 10f]));
-        Assert.Equal(0f, e.GetElement(0));
-        Assert.Equal(0f, e.GetElement(1));
-        Assert.Equal(0f, e.GetElement(2));
-        Assert.True(float.IsNaN(e.GetElement(3)));
-        Assert.Equal(1f, e.GetElement(4));
+        float[] x = [float.NegativeInfinity, -1000f, -88f, float.NaN, 0f, -1f, 1f, 88f, 1000f];
+        var e = new float[x.Length];
+        FastExp.Of(x, e);
+        Assert.Equal(0f, e[0]);
+        Assert.Equal(0f, e[1]);
+        Assert.Equal(0f, e[2]);
+        Assert.True(float.IsNaN(e[3]));
+        Assert.Equal(1f, e[4]);
+        Assert.True(float.IsFinite(e[7]) && e[7] > 1e38f, $"e^88 gave {e[7]}");
+        Assert.True(float.IsFinite(e[8]), $"e^1000 gave {e[8]}: large arguments saturate instead of overflowing");
     }
 }
