@@ -28,7 +28,7 @@ public sealed class ModelHostOptions
     public string Precision { get; set; } = "bf16";
 
     /// <summary>Who runs decode steps: "own" (SmallBatchMatMul for products of up to 24 rows, both cores streaming the
-    /// weights, and DecodeAttention over a KV cache kept in the model's dtype; libtorch where the CPU lacks AVX-512) or
+    /// weights, and DecodeAttention over a KV cache kept in the model's dtype; at the widest vectors the CPU has: AVX-512, AVX2 or SSE/NEON) or
     /// "torch" (libtorch for all of it, the cache in fp32). Process-wide: the last silo started in a process decides.</summary>
     public string DecodeKernel { get; set; } = "own";
 
@@ -336,7 +336,7 @@ public sealed class ModelHost : IDisposable
         var device = TorchDevice(key.Device);
         var manifest = Store.Manifest(key.Size, version);
         string directory = Store.Fetch(manifest, CacheDirectory);
-        var (precision, _) = PrecisionSupport.Resolve(PrecisionSupport.Parse(_options.Precision), device);
+        var (precision, _) = PrecisionSupport.Resolve(PrecisionSupport.Parse(_options.Precision), device, decoding: true);
         Gpt model;
         try
         {

@@ -39,17 +39,17 @@ internal static class CommandLine
     /// <param name="ownKernels">The help's opening for another use, up to the open parenthesis's list: "Training: own (...".</param>
     public static Option<string> KernelOption(string? ownKernels = null) => new("--kernel")
     {
-        Description = $"{ownKernels ?? $"Decode steps: own (products of up to {Numerics.SmallBatchMatMul.MaxRows} rows and attention over a cache in the model's dtype"}; needs AVX-512), torch, or both comma-separated to compare",
+        Description = $"{ownKernels ?? $"Decode steps: own (products of up to {Numerics.SmallBatchMatMul.MaxRows} rows and attention over a cache in the model's dtype"}; at the widest vectors this CPU has: AVX-512, AVX2 or SSE/NEON), torch, or both comma-separated to compare",
         DefaultValueFactory = _ => "own",
     };
 
-    /// <summary>Parses --kernel: true for "own", false for "torch"; "own" is refused where the CPU cannot run it.</summary>
+    /// <summary>Parses --kernel: true for "own", false for "torch"; "own" is refused only where the runtime vectorises nothing.</summary>
     public static bool[] ParseKernels(string text) =>
         [.. text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(s => s.ToLowerInvariant() switch
         {
             "torch" => false,
             "own" when Numerics.DecodeKernels.IsSupported => true,
-            "own" => throw new ArgumentException("--kernel own needs AVX-512, which this CPU lacks; use --kernel torch"),
+            "own" => throw new ArgumentException("--kernel own needs vector instructions .NET accelerates (SSE2 or NEON), which this process has none of; use --kernel torch"),
             _ => throw new ArgumentException($"--kernel: '{s}' is not one of own, torch"),
         })];
 
@@ -59,14 +59,15 @@ internal static class CommandLine
     /// <summary>The --dtype option (fp32 or bf16).</summary>
     public static Option<string> DtypeOption(string defaultValue = "fp32") => new("--dtype")
     {
-        Description = "Compute precision: fp32 or bf16 (bf16 falls back to fp32 on CPUs without avx512_bf16)",
+        Description = "Precision: fp32 or bf16 (on CPUs without avx512_bf16, decoding keeps bf16 weights and computes in fp32 registers; training and evaluation use fp32)",
         DefaultValueFactory = _ => defaultValue,
     };
 
-    /// <summary>Resolves a --dtype value, printing the reason on stderr when bf16 falls back to fp32.</summary>
-    public static Precision ResolvePrecision(string text)
+    /// <summary>Resolves a --dtype value for training or evaluation (<paramref name="decoding"/> false) or for decoding,
+    /// printing on stderr what happens when it is not simply what was asked (<see cref="PrecisionSupport.Resolve"/>).</summary>
+    public static Precision ResolvePrecision(string text, bool decoding = false)
     {
-        var (precision, fallback) = PrecisionSupport.Resolve(PrecisionSupport.Parse(text), CPU);
+        var (precision, fallback) = PrecisionSupport.Resolve(PrecisionSupport.Parse(text), CPU, decoding);
         if (fallback is not null)
             Console.Error.WriteLine($"note: {fallback}");
         return precision;

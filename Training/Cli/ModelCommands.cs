@@ -150,7 +150,7 @@ internal static class ModelCommands
             var tokenizer = Gpt2Tokenizer.Shared;
             int[] prompt = PaperFormat.EncodePrompt(tokenizer, PaperFormat.ParseCategory(r.GetValue(category)!), r.GetValue(title)!);
             string dir = r.GetValue(checkpoint)!;
-            var precision = CommandLine.ResolvePrecision(r.GetValue(dtype)!);
+            var precision = CommandLine.ResolvePrecision(r.GetValue(dtype)!, decoding: true);
             using var model = Gpt2Checkpoint.Load(dir, precision.ToScalarType(), minVocabSize: Gpt2Tokenizer.VocabSize);
             var provenance = Gpt2Checkpoint.ReadProvenance(dir);
             if (provenance.Kind == "untrained")

@@ -137,6 +137,8 @@ public sealed class Conv1D : nn.Module<Tensor, Tensor>
         using var flat = x.reshape(-1, _inFeatures);
         using var y = SmallBatchMatMul.Applies(flat.shape[0], flat, weight)
             ? SmallBatchMatMul.Forward(flat, weight, bias) // a decode step's few rows: both cores streaming the weights
+            : PrecisionSupport.EmulatesBf16Products(flat)
+            ? PrecisionSupport.WidenedProduct(flat, weight, bias) // a bf16 prefill where libtorch would emulate bf16 GEMMs
             : addmm(bias, flat, weight, beta: 1, alpha: 1);
         return y.view(shape);
     }
@@ -510,6 +512,14 @@ public sealed class Gpt : nn.Module
             }
             if (rows == 1)
                 return matmul(hidden, OutputInOut());
+            if (PrecisionSupport.EmulatesBf16Products(hidden))
+            {
+                long[] shape = hidden.shape;
+                shape[^1] = Config.VocabSize;
+                using var flat = hidden.reshape(-1, Config.Embedding);
+                using var logits = PrecisionSupport.WidenedProduct(flat, OutputInOut(), bias: null);
+                return logits.view(shape);
+            }
         }
         return nn.functional.linear(hidden, wte.weight!);
     }
