@@ -9,6 +9,7 @@ namespace OrleansGpt.Tests.Loop;
 /// parameters, and bf16 parameters with fp32 masters (the parameter is the master rounded), every element including
 /// the ragged end past the last whole vector and the split between threads.
 /// </summary>
+[Trait("Category", OrleansGpt.Tests.Model.KernelPaths.Category)]
 public sealed class AdamWKernelTests
 {
     private const int Elements = 140_007; // two parts of whole vectors, then a ragged end of 7

@@ -8,6 +8,7 @@ namespace OrleansGpt.Tests.Loop;
 /// Training's output-layer loss kernel: libtorch's cross-entropy and its gradient (to fp32 rounding, or one bf16
 /// rounding), every column including the ragged end past the last 16, and targets that do not fit refused.
 /// </summary>
+[Trait("Category", OrleansGpt.Tests.Model.KernelPaths.Category)]
 public sealed class SoftmaxCrossEntropyTests
 {
     // 5 rows of 300 logits: 18 whole vectors and a ragged end of 12.

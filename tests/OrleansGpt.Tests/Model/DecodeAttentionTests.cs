@@ -9,6 +9,7 @@ namespace OrleansGpt.Tests.Model;
 /// positions only, the new key and value written where the row's position says and nowhere else, idle rows left
 /// alone, a row's result independent of the rows beside it.
 /// </summary>
+[Trait("Category", KernelPaths.Category)]
 public sealed class DecodeAttentionTests
 {
     // 3 heads, 40 positions a slot, 5 slots of which the step uses 4: one at position 0 (only its own new key), one in
@@ -27,11 +28,6 @@ public sealed class DecodeAttentionTests
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (qkv, keys, values) = Operands(dtype, headSize, seed: headSize);
-        if (!DecodeKernels.IsSupported)
-        {
-            Assert.False(DecodeAttention.Applies(qkv, dtype, headSize)); // libtorch's attention on such a CPU
-            return;
-        }
         Assert.True(DecodeAttention.Applies(qkv, dtype, headSize));
         var expected = Exact(qkv, keys, values, s_positions).to(dtype).to(ScalarType.Float64);
 
@@ -51,7 +47,6 @@ public sealed class DecodeAttentionTests
     [InlineData(ScalarType.BFloat16)]
     public void WritesEachNewKeyAndValueAtItsRowsPositionAndNothingElse(ScalarType dtype)
     {
-        if (!DecodeKernels.IsSupported) return;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (qkv, keys, values) = Operands(dtype, 64, seed: 7);
@@ -77,7 +72,6 @@ public sealed class DecodeAttentionTests
     public void ARowsResultDoesNotDependOnTheRowsBesideIt(ScalarType dtype)
     {
         // A seeded request must sample the same alone and under load: its attention gives the same bits either way.
-        if (!DecodeKernels.IsSupported) return;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (qkv, keys, values) = Operands(dtype, 64, seed: 11);
@@ -93,7 +87,6 @@ public sealed class DecodeAttentionTests
     public void ANaNInARowsCachedKeysReachesThatRowsOutputOnly()
     {
         // The engine fails a request whose logits are not finite; attention must neither hide a NaN nor spread it.
-        if (!DecodeKernels.IsSupported) return;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (qkv, keys, values) = Operands(ScalarType.BFloat16, 64, seed: 5);
@@ -122,7 +115,6 @@ public sealed class DecodeAttentionTests
     [Fact]
     public void PositionsAndShapesThatDoNotFitAreRefused()
     {
-        if (!DecodeKernels.IsSupported) return;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (qkv, keys, values) = Operands(ScalarType.Float32, 64, seed: 2);

@@ -9,6 +9,7 @@ namespace OrleansGpt.Tests.Model;
 public sealed class ProcessWideKernelSwitch;
 
 /// <summary>A model's decode step through <see cref="SmallBatchMatMul"/> and <see cref="DecodeAttention"/> gives libtorch's logits, on libtorch's own threads.</summary>
+[Trait("Category", KernelPaths.Category)]
 [Collection(nameof(ProcessWideKernelSwitch))]
 public sealed class DecodeStepKernelTests
 {

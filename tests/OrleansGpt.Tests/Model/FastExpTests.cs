@@ -4,6 +4,7 @@ namespace OrleansGpt.Tests.Model;
 
 /// <summary>The kernels' float exponential, at the width this process runs them (the kernel tests rerun in child
 /// processes at every narrower width): within 2 ulp of Math.Exp where softmaxes use it, 0 far below, NaN kept.</summary>
+[Trait("Category", KernelPaths.Category)]
 public sealed class FastExpTests
 {
     [Fact]

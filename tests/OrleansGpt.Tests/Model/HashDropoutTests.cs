@@ -8,6 +8,7 @@ namespace OrleansGpt.Tests.Model;
 /// Dropout with a hashed mask: each element kept and scaled by 1/(1 - p) or zeroed exactly as
 /// <see cref="HashDropout.Keeps"/> says, the same mask in the backward pass, the requested share dropped.
 /// </summary>
+[Trait("Category", KernelPaths.Category)]
 public sealed class HashDropoutTests
 {
     [Theory]

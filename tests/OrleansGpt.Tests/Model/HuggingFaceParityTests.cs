@@ -11,6 +11,7 @@ namespace OrleansGpt.Tests.Model;
 /// with its logits and greedy tokens; and a checkpoint saved by this project, with the logits transformers
 /// computed after loading it with from_pretrained.
 /// </summary>
+[Trait("Category", KernelPaths.Category)]
 public sealed class HuggingFaceParityTests
 {
     // Both implementations compute in fp32 with differently ordered reductions; logits are O(1).

@@ -9,6 +9,7 @@ namespace OrleansGpt.Tests.Model;
 /// rounding), every column including the ragged end past the last 64-column tile, a row's result independent of the
 /// rows beside it, and correct under concurrent callers.
 /// </summary>
+[Trait("Category", KernelPaths.Category)]
 public sealed class SmallBatchMatMulTests
 {
     // 70 inputs and 229 outputs: two parts of whole tiles on a two-core machine, and 37 ragged columns at the end.
@@ -29,11 +30,6 @@ public sealed class SmallBatchMatMulTests
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (x, w, b) = Operands(dtype, rows, seed: rows);
-        if (!DecodeKernels.IsSupported)
-        {
-            Assert.False(SmallBatchMatMul.Applies(rows, x, w)); // libtorch does every product on such a CPU
-            return;
-        }
         Assert.True(SmallBatchMatMul.Applies(rows, x, w));
 
         var y = SmallBatchMatMul.Forward(x, w, withBias ? b : null);
@@ -59,7 +55,6 @@ public sealed class SmallBatchMatMulTests
     {
         // The engine decodes a request alone or beside others; the same row must give the same bits either way, or a
         // seeded request would sample differently under load.
-        if (!DecodeKernels.IsSupported) return;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (x, w, b) = Operands(dtype, rows: 7, seed: 3);
@@ -75,7 +70,6 @@ public sealed class SmallBatchMatMulTests
     public void ANaNInARowReachesThatRowsOutputsOnly()
     {
         // The engine fails a request whose logits are not finite; the product must not hide a NaN or spread it.
-        if (!DecodeKernels.IsSupported) return;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (x, w, b) = Operands(ScalarType.BFloat16, rows: 3, seed: 4);
@@ -89,7 +83,6 @@ public sealed class SmallBatchMatMulTests
     public async Task ConcurrentCallersEachGetTheirOwnProduct()
     {
         // Two models on two engine threads share the helper threads: one caller runs on them, the other alone.
-        if (!DecodeKernels.IsSupported) return;
         var work = Enumerable.Range(0, 4).Select(seed =>
         {
             using var _ = no_grad();
@@ -131,7 +124,6 @@ public sealed class SmallBatchMatMulTests
     [Fact]
     public void ShapesThatDoNotMultiplyAreRefused()
     {
-        if (!DecodeKernels.IsSupported) return;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (x, w, b) = Operands(ScalarType.Float32, rows: 2, seed: 6);

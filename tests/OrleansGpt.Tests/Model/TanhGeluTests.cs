@@ -6,6 +6,7 @@ using static TorchSharp.torch;
 namespace OrleansGpt.Tests.Model;
 
 /// <summary>The MLP's own GELU: libtorch's tanh-form GELU and its gradient in float64, every element including a ragged end.</summary>
+[Trait("Category", KernelPaths.Category)]
 public sealed class TanhGeluTests
 {
     [Theory]
