@@ -193,7 +193,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
         TryPlot(run);
         log.WriteLine(interrupted
             ? $"interrupted after step {step}; checkpoint saved to {checkpoint}. Continue with the same command plus --resume."
-            : $"done: {step} steps, {tokensSeen:N0} tokens; checkpoint in {checkpoint}");
+            : string.Create(CultureInfo.InvariantCulture, $"done: {step} steps, {tokensSeen:N0} tokens in {(elapsedBefore + clock.Elapsed.TotalSeconds) / 60:F1} minutes of training{(lastEval is { } l ? $", eval perplexity {Math.Exp(l):F2}" : "")}; checkpoint in {checkpoint}"));
         return new TrainResult(step, tokensSeen, lastLoss, stepsThisSession > 0 ? lossTotal / stepsThisSession : null, lastEval, interrupted, checkpoint, clock.Elapsed.TotalSeconds);
     }
 
