@@ -52,7 +52,10 @@ internal static class DecodeProfile
         using var fc = new Conv1D(C, 4 * C).to(dtype);
         using var fc2 = new Conv1D(4 * C, C).to(dtype);
         foreach (var m in new nn.Module[] { qkv, proj, fc, fc2 })
+        {
             foreach (var p in m.parameters()) nn.init.normal_(p, 0, 0.02);
+            m.eval(); // as the model's are: inference reads the packed weights
+        }
         using var wte = nn.Embedding(V, C).to(dtype);
         using var wpe = nn.Embedding(config.BlockSize, C).to(dtype);
         var x = randn(R, 1, C).to(dtype);                                 // (R, 1, C): the residual stream

@@ -117,6 +117,8 @@ public sealed class Conv1D : nn.Module<Tensor, Tensor>
 #pragma warning restore IDE1006
     private readonly long _inFeatures;
     private readonly long _outFeatures;
+    private readonly object _packLock = new(); // a silo's decode loop and a test may run one model's steps at once
+    private PackedWeight? _packed;           // weight in decode panels; not a parameter, never saved
 
     public Conv1D(long inFeatures, long outFeatures) : base(nameof(Conv1D))
     {
@@ -136,11 +138,44 @@ public sealed class Conv1D : nn.Module<Tensor, Tensor>
         shape[^1] = _outFeatures;
         using var flat = x.reshape(-1, _inFeatures);
         using var y = SmallBatchMatMul.Applies(flat.shape[0], flat, weight)
-            ? SmallBatchMatMul.Forward(flat, weight, bias) // a decode step's few rows: both cores streaming the weights
+            ? (training ? SmallBatchMatMul.Forward(flat, weight, bias) : SmallBatchMatMul.Forward(flat, Packed(), bias)) // a decode step's few rows
             : PrecisionSupport.EmulatesBf16Products(flat)
             ? PrecisionSupport.WidenedProduct(flat, weight, bias) // a bf16 prefill where libtorch would emulate bf16 GEMMs
             : addmm(bias, flat, weight, beta: 1, alpha: 1);
         return y.view(shape);
+    }
+
+    /// <summary>The weight in the panels decode products read (<see cref="PackedWeight"/>), packed on first use in
+    /// inference; a module in training mode never uses it, as its weights change every step.</summary>
+    private PackedWeight Packed()
+    {
+        lock (_packLock)
+        {
+            if (_packed is null || !_packed.Matches(weight))
+            {
+                _packed?.Dispose();
+                _packed = PackedWeight.Pack(weight);
+            }
+            return _packed;
+        }
+    }
+
+    /// <summary>Drops the packed copy; call after changing the weight in place (<see cref="Gpt.InvalidateDerivedWeights"/>
+    /// does, for every layer, also whenever the model switches between training and inference).</summary>
+    public void InvalidateDerivedWeights()
+    {
+        lock (_packLock)
+        {
+            _packed?.Dispose();
+            _packed = null;
+        }
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+            InvalidateDerivedWeights();
+        base.Dispose(disposing);
     }
 }
 
@@ -407,7 +442,8 @@ public sealed class Gpt : nn.Module
     private readonly ModuleList<Block> h;
     private readonly LayerNorm ln_f;
 #pragma warning restore IDE1006
-    private Tensor? _outputInOut; // (C, V) copy of wte for single-row inference; not a parameter, never saved
+    private Tensor? _outputInOut;         // (C, V) copy of wte for single-row inference; not a parameter, never saved
+    private PackedWeight? _outputPacked;  // the same, in the panels of our own decode products
 
     public Gpt(GptConfig config) : base(nameof(Gpt))
     {
@@ -497,34 +533,28 @@ public sealed class Gpt : nn.Module
     {
         // A few rows are matrix-vector products bound by memory bandwidth, which read a (C, V) row-major matrix
         // faster than the transposed view of wte's (V, C): libtorch's CPU GEMV 1.7x (fp32 small: 9.5 vs 16.6 ms per
-        // token here), and SmallBatchMatMul only reads that layout. So decoding keeps a (C, V) copy. Batches of
-        // many rows go through linear.
+        // token here). So decoding keeps a (C, V) copy of wte, packed in panels where our own kernels read it.
+        // Batches of many rows go through linear.
         if (!training)
         {
             long rows = hidden.NumberOfElements / Config.Embedding;
-            if (SmallBatchMatMul.Applies(rows, hidden, wte.weight!))
-            {
-                long[] shape = hidden.shape;
-                shape[^1] = Config.VocabSize;
-                using var flat = hidden.reshape(-1, Config.Embedding);
-                using var logits = SmallBatchMatMul.Forward(flat, OutputInOut(), bias: null);
+            long[] shape = hidden.shape;
+            shape[^1] = Config.VocabSize;
+            using var flat = hidden.reshape(-1, Config.Embedding);
+            using var logits = SmallBatchMatMul.Applies(rows, hidden, wte.weight!)
+                ? SmallBatchMatMul.Forward(flat, OutputPacked(), bias: null)
+                : PrecisionSupport.EmulatesBf16Products(hidden)
+                ? PrecisionSupport.WidenedProduct(flat, OutputInOut(), bias: null) // libtorch would emulate bf16
+                : rows == 1
+                ? matmul(flat, OutputInOut())
+                : null;
+            if (logits is not null)
                 return logits.view(shape);
-            }
-            if (rows == 1)
-                return matmul(hidden, OutputInOut());
-            if (PrecisionSupport.EmulatesBf16Products(hidden))
-            {
-                long[] shape = hidden.shape;
-                shape[^1] = Config.VocabSize;
-                using var flat = hidden.reshape(-1, Config.Embedding);
-                using var logits = PrecisionSupport.WidenedProduct(flat, OutputInOut(), bias: null);
-                return logits.view(shape);
-            }
         }
         return nn.functional.linear(hidden, wte.weight!);
     }
 
-    /// <summary>The (C, V) copy of wte used for single-row logits, rebuilt when the weights' dtype or device changed.</summary>
+    /// <summary>The (C, V) copy of wte for single-row logits through libtorch, rebuilt when the weights' dtype or device changed.</summary>
     private Tensor OutputInOut()
     {
         var w = wte.weight!;
@@ -537,11 +567,29 @@ public sealed class Gpt : nn.Module
         return _outputInOut;
     }
 
-    /// <summary>Drops copies derived from the weights; call after changing weights in place.</summary>
+    /// <summary>wte's transpose (C, V) packed in the panels our decode products read, rebuilt as <see cref="OutputInOut"/> is.</summary>
+    private PackedWeight OutputPacked()
+    {
+        var w = wte.weight!;
+        using var transposed = w.t();
+        if (_outputPacked is null || !_outputPacked.Matches(transposed))
+        {
+            _outputPacked?.Dispose();
+            _outputPacked = PackedWeight.Pack(transposed);
+        }
+        return _outputPacked;
+    }
+
+    /// <summary>Drops copies derived from the weights (the output layer's, every Conv1D's packed panels); call after
+    /// changing weights in place.</summary>
     public void InvalidateDerivedWeights()
     {
         _outputInOut?.Dispose();
         _outputInOut = null;
+        _outputPacked?.Dispose();
+        _outputPacked = null;
+        foreach (var conv in modules().OfType<Conv1D>())
+            conv.InvalidateDerivedWeights();
     }
 
     /// <summary>Switches training mode; weights are about to change, so derived copies are dropped.</summary>

@@ -47,7 +47,7 @@ public static unsafe class SmallBatchMatMul
     [ThreadStatic]
     private static float[]? t_inputScratch;
 
-    /// <summary>Whether <see cref="Forward"/> takes <paramref name="rows"/> rows of <paramref name="x"/> times <paramref name="weight"/>.</summary>
+    /// <summary>Whether <see cref="Forward(Tensor, Tensor, Tensor?)"/> takes <paramref name="rows"/> rows of <paramref name="x"/> times <paramref name="weight"/>.</summary>
     public static bool Applies(long rows, Tensor x, Tensor weight) =>
         x.dtype == weight.dtype && x.device_type == weight.device_type && Applies(rows, x.dtype, x.device);
 
@@ -56,23 +56,46 @@ public static unsafe class SmallBatchMatMul
         DecodeKernels.Active && rows is > 0 and <= MaxRows && device.type == DeviceType.CPU
         && dtype is ScalarType.Float32 or ScalarType.BFloat16 && !is_grad_enabled();
 
-    /// <summary>x W + b.</summary>
+    /// <summary>x W + b over a weight in its (in, out) layout.</summary>
     /// <param name="x">Inputs (rows, in), rows at most <see cref="MaxRows"/>.</param>
     /// <param name="weight">Weights (in, out), contiguous, x's dtype.</param>
     /// <param name="bias">Bias (out) in x's dtype, or null.</param>
     /// <returns>(rows, out) in x's dtype.</returns>
     public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
     {
-        if (x.dim() != 2 || weight.dim() != 2 || x.shape[1] != weight.shape[0])
+        if (weight.dim() != 2 || x.dim() != 2 || x.shape[1] != weight.shape[0])
             throw new ArgumentException($"Cannot multiply ({string.Join(", ", x.shape)}) by ({string.Join(", ", weight.shape)})");
-        if (x.shape[0] > MaxRows)
-            throw new ArgumentOutOfRangeException(nameof(x), x.shape[0], $"at most {MaxRows} rows");
         if (!weight.is_contiguous())
             throw new ArgumentException("The weight must be contiguous", nameof(weight));
-        if (bias is not null && (bias.NumberOfElements != weight.shape[1] || !bias.is_contiguous() || bias.dtype != x.dtype))
-            throw new ArgumentException($"The bias must be {weight.shape[1]} contiguous values of {x.dtype}", nameof(bias));
+        if (weight.dtype != x.dtype)
+            throw new ArgumentException($"The weight must be {x.dtype}, not {weight.dtype}", nameof(weight));
+        return Multiply(x, weight, WeightLayout.InOut(weight.shape[0], weight.shape[1]), bias);
+    }
 
-        int rows = (int)x.shape[0], inF = (int)x.shape[1], outF = (int)weight.shape[1];
+    /// <summary>x W + b over a weight packed in panels (<see cref="PackedWeight"/>): the layout decode steps read.</summary>
+    /// <param name="x">Inputs (rows, in), rows at most <see cref="MaxRows"/>.</param>
+    /// <param name="weight">The packed (in, out) weight, in x's dtype, packed at the width the kernels run now.</param>
+    /// <param name="bias">Bias (out) in x's dtype, or null.</param>
+    /// <returns>(rows, out) in x's dtype.</returns>
+    public static Tensor Forward(Tensor x, PackedWeight weight, Tensor? bias)
+    {
+        if (x.dim() != 2 || x.shape[1] != weight.In)
+            throw new ArgumentException($"Cannot multiply ({string.Join(", ", x.shape)}) by ({weight.In}, {weight.Out})");
+        if (weight.Dtype != x.dtype)
+            throw new ArgumentException($"The weight must be {x.dtype}, not {weight.Dtype}", nameof(weight));
+        if (weight.Panel != PackedWeight.PanelWidth)
+            throw new ArgumentException($"The weight was packed in panels of {weight.Panel} columns; the kernels run {PackedWeight.PanelWidth} now", nameof(weight));
+        return Multiply(x, weight.Elements, WeightLayout.Panels(weight.In, weight.Out, weight.Panel), bias);
+    }
+
+    private static Tensor Multiply(Tensor x, Tensor weight, WeightLayout layout, Tensor? bias)
+    {
+        if (x.shape[0] > MaxRows)
+            throw new ArgumentOutOfRangeException(nameof(x), x.shape[0], $"at most {MaxRows} rows");
+        if (bias is not null && (bias.NumberOfElements != layout.Out || !bias.is_contiguous() || bias.dtype != x.dtype))
+            throw new ArgumentException($"The bias must be {layout.Out} contiguous values of {x.dtype}", nameof(bias));
+
+        int rows = (int)x.shape[0], inF = layout.In, outF = layout.Out;
         bool bf16 = x.dtype == ScalarType.BFloat16;
         using var xc = x.is_contiguous() ? null : x.contiguous();
         var input = xc ?? x;
@@ -94,12 +117,49 @@ public static unsafe class SmallBatchMatMul
                 xf = xs;
             }
             int failed = 0;
-            var job = new Job(xf, wp, bias is null ? null : bp, yp, rows, inF, outF, bf16, &failed);
+            var job = new Job(xf, wp, layout, bias is null ? null : bp, yp, rows, bf16, &failed);
             OpenMp.Parallel(&RunParts, &job, get_num_threads()); // libtorch's intra-op threads, on its own team
             if (failed != 0)
                 throw new InvalidOperationException("A part of a matrix product failed", s_lastFailure);
         }
         return y;
+    }
+
+    /// <summary>Where weight (i, j) is: the (in, out) layout, or panels of <see cref="Panel"/> columns each stored
+    /// (in, panel), then the columns past the last whole panel as (in, rest) (<see cref="PackedWeight"/>).</summary>
+    private readonly struct WeightLayout
+    {
+        public int In { get; private init; }
+        public int Out { get; private init; }
+        /// <summary>0 for the (in, out) layout.</summary>
+        public int Panel { get; private init; }
+
+        public static WeightLayout InOut(long inF, long outF) => new() { In = checked((int)inF), Out = checked((int)outF) };
+
+        public static WeightLayout Panels(long inF, long outF, int panel) =>
+            new() { In = checked((int)inF), Out = checked((int)outF), Panel = panel };
+
+        /// <summary>Elements from one weight row of a tile to the next.</summary>
+        public long RowStride
+        {
+            [MethodImpl(MethodImplOptions.AggressiveInlining)]
+            get => Panel == 0 ? Out : Panel;
+        }
+
+        /// <summary>Where the tile starting at column <paramref name="j"/> (in a whole panel) starts.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public long TileStart(int j) => Panel == 0 ? j : (long)(j / Panel) * Panel * In;
+
+        /// <summary>Where weight (i, j) is, for columns past the whole tiles.</summary>
+        public long IndexOf(int i, int j)
+        {
+            if (Panel == 0)
+                return (long)i * Out + j;
+            int full = Out / Panel * Panel;
+            return j < full
+                ? (long)(j / Panel) * Panel * In + (long)i * Panel + j % Panel
+                : (long)full * In + (long)i * (Out - full) + (j - full);
+        }
     }
 
     /// <summary>One thread's part of a product, called by the OpenMP runtime on each thread of the team.</summary>
@@ -119,14 +179,15 @@ public static unsafe class SmallBatchMatMul
     }
 
     /// <summary>One product: pointers into memory the caller keeps alive (and fixed) until every part is done.</summary>
-    private readonly struct Job(float* x, byte* w, byte* bias, byte* y, int rows, int inFeatures, int outFeatures, bool bf16, int* failed)
+    private readonly struct Job(float* x, byte* w, WeightLayout layout, byte* bias, byte* y, int rows, bool bf16, int* failed)
     {
         public readonly int* Failed = failed; // set to 1 by a part that threw
         private readonly float* X = x;     // (Rows, In) as floats
-        private readonly byte* W = w;      // (In, Out)
+        private readonly byte* W = w;      // (In, Out) in Layout
+        private readonly WeightLayout Layout = layout;
         private readonly byte* Bias = bias; // (Out) or null
         private readonly byte* Y = y;      // (Rows, Out)
-        private readonly int Rows = rows, In = inFeatures, Out = outFeatures;
+        private readonly int Rows = rows, In = layout.In, Out = layout.Out;
         private readonly bool IsBf16 = bf16;
 
         /// <summary>Part <paramref name="part"/> of <paramref name="parts"/>, at the width the kernels run.</summary>
@@ -147,20 +208,24 @@ public static unsafe class SmallBatchMatMul
             // Rows sharing a pass over a tile: 4 rows x 4 accumulators + 4 weight vectors fit 32 registers; with 16
             // (AVX2, SSE) 2 rows do, as 4 would spill accumulators to the stack every weight row.
             int rowGroup = V.Registers >= 32 ? 4 : 2;
+            if (Layout.Panel is not 0 and var panel && panel != tile)
+                throw new InvalidOperationException($"Weights packed in panels of {panel} columns, tiles of {tile}");
+            int tiled = Layout.Panel == 0 ? Out : Out / tile * tile; // packed: the rest past the panels is ragged
             int perPart = (Out + parts - 1) / parts;
             perPart = (perPart + tile - 1) / tile * tile;
             int j0 = part * perPart, j1 = Math.Min(Out, j0 + perPart);
             int j = j0;
-            for (; j + tile <= j1; j += tile)
+            var sums = stackalloc float[16 * V.Count]; // a tile's accumulators, 4 rows of 4 vectors
+            for (; j + tile <= Math.Min(j1, tiled); j += tile)
             {
                 for (int r = 0; r < Rows; r += rowGroup)
                 {
                     switch (Math.Min(rowGroup, Rows - r))
                     {
-                        case 1: TileOf<V, One>(r, j); break;
-                        case 2: TileOf<V, Two>(r, j); break;
-                        case 3: TileOf<V, Three>(r, j); break;
-                        default: TileOf<V, Four>(r, j); break;
+                        case 1: TileOf<V, One>(r, j, sums); break;
+                        case 2: TileOf<V, Two>(r, j, sums); break;
+                        case 3: TileOf<V, Three>(r, j, sums); break;
+                        default: TileOf<V, Four>(r, j, sums); break;
                     }
                 }
             }
@@ -168,103 +233,134 @@ public static unsafe class SmallBatchMatMul
                 Ragged(j, j1);
         }
 
-        /// <summary>Columns [j, j + 4 V.Count) of rows [r, r + R).</summary>
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void TileOf<V, R>(int r, int j) where V : unmanaged, IFloatVector<V> where R : struct, IRowCount
+        /// <summary>Columns [j, j + 4 V.Count) of rows [r, r + R), through <paramref name="sums"/> (4 x 4 vectors).</summary>
+        private void TileOf<V, R>(int r, int j, float* sums) where V : unmanaged, IFloatVector<V> where R : struct, IRowCount
         {
-            int n = V.Count, lines = 4 * n * sizeof(float) / 64; // cache lines of a weight row's fp32 tile
+            float* x = X + (long)r * In;
+            if (IsBf16)
+                SumsBf16<V, R>((ushort*)W + Layout.TileStart(j), Layout.RowStride, x, In, sums);
+            else
+                SumsFp32<V, R>((float*)W + Layout.TileStart(j), Layout.RowStride, x, In, sums);
+            for (int k = 0; k < R.Count; k++)
+                Store<V>(r + k, j, sums + 4 * k * V.Count);
+        }
+
+        // The two loops below are on their own, without a call or a stackalloc anywhere in the method: with either
+        // beside the loop, the JIT kept every accumulator on the stack (a store after each multiply-add and a reload
+        // each iteration, seen in its listings), which halved the products of 8 rows here.
+
+        /// <summary>Row k's sums over the tile at <paramref name="p"/> (bf16), as 4 vectors at sums + 4 k n.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static void SumsBf16<V, R>(ushort* p, long stride, float* x0, int inF, float* sums)
+            where V : unmanaged, IFloatVector<V> where R : struct, IRowCount
+        {
+            int n = V.Count;
+            long ahead = PrefetchRows * stride;
+            bool twoLines = 4 * n * sizeof(ushort) > 64; // cache lines of a weight row's bf16 tile
+            float* x1 = x0 + inF, x2 = x1 + inF, x3 = x2 + inF;
             var a00 = V.Zero; var a01 = a00; var a02 = a00; var a03 = a00;
             var a10 = a00; var a11 = a00; var a12 = a00; var a13 = a00;
             var a20 = a00; var a21 = a00; var a22 = a00; var a23 = a00;
             var a30 = a00; var a31 = a00; var a32 = a00; var a33 = a00;
-            float* x0 = X + (long)r * In, x1 = x0 + In, x2 = x1 + In, x3 = x2 + In;
-            if (IsBf16)
+            // 2n bf16 weights per load: each 32-bit lane holds columns 2k (low half) and 2k + 1 (high half), so a
+            // shift gives the even columns as floats and a mask the odd ones; Store interleaves them back.
+            for (int i = 0; i < inF; i++, p += stride)
             {
-                // 2n bf16 weights per load: each 32-bit lane holds columns 2k (low half) and 2k + 1 (high half), so a
-                // shift gives the even columns as floats and a mask the odd ones; Store interleaves them back.
-                ushort* p = (ushort*)W + j;
-                long ahead = PrefetchRows * (long)Out;
-                for (int i = 0; i < In; i++, p += Out)
+                Simd.Prefetch(p + ahead);
+                if (twoLines) Simd.Prefetch(p + ahead + 32);
+                V.LoadBf16Pairs(p, out var e0, out var o0);
+                V.LoadBf16Pairs(p + 2 * n, out var e1, out var o1);
+                var b0 = V.Create(x0[i]);
+                a00 = V.MultiplyAdd(e0, b0, a00); a01 = V.MultiplyAdd(o0, b0, a01);
+                a02 = V.MultiplyAdd(e1, b0, a02); a03 = V.MultiplyAdd(o1, b0, a03);
+                if (R.Count > 1)
                 {
-                    Simd.Prefetch(p + ahead);
-                    if (lines > 2) Simd.Prefetch(p + ahead + 32);
-                    V.LoadBf16Pairs(p, out var e0, out var o0);
-                    V.LoadBf16Pairs(p + 2 * n, out var e1, out var o1);
-                    var b0 = V.Create(x0[i]);
-                    a00 = V.MultiplyAdd(e0, b0, a00); a01 = V.MultiplyAdd(o0, b0, a01);
-                    a02 = V.MultiplyAdd(e1, b0, a02); a03 = V.MultiplyAdd(o1, b0, a03);
-                    if (R.Count > 1)
-                    {
-                        var b1 = V.Create(x1[i]);
-                        a10 = V.MultiplyAdd(e0, b1, a10); a11 = V.MultiplyAdd(o0, b1, a11);
-                        a12 = V.MultiplyAdd(e1, b1, a12); a13 = V.MultiplyAdd(o1, b1, a13);
-                    }
-                    if (R.Count > 2)
-                    {
-                        var b2 = V.Create(x2[i]);
-                        a20 = V.MultiplyAdd(e0, b2, a20); a21 = V.MultiplyAdd(o0, b2, a21);
-                        a22 = V.MultiplyAdd(e1, b2, a22); a23 = V.MultiplyAdd(o1, b2, a23);
-                    }
-                    if (R.Count > 3)
-                    {
-                        var b3 = V.Create(x3[i]);
-                        a30 = V.MultiplyAdd(e0, b3, a30); a31 = V.MultiplyAdd(o0, b3, a31);
-                        a32 = V.MultiplyAdd(e1, b3, a32); a33 = V.MultiplyAdd(o1, b3, a33);
-                    }
+                    var b1 = V.Create(x1[i]);
+                    a10 = V.MultiplyAdd(e0, b1, a10); a11 = V.MultiplyAdd(o0, b1, a11);
+                    a12 = V.MultiplyAdd(e1, b1, a12); a13 = V.MultiplyAdd(o1, b1, a13);
+                }
+                if (R.Count > 2)
+                {
+                    var b2 = V.Create(x2[i]);
+                    a20 = V.MultiplyAdd(e0, b2, a20); a21 = V.MultiplyAdd(o0, b2, a21);
+                    a22 = V.MultiplyAdd(e1, b2, a22); a23 = V.MultiplyAdd(o1, b2, a23);
+                }
+                if (R.Count > 3)
+                {
+                    var b3 = V.Create(x3[i]);
+                    a30 = V.MultiplyAdd(e0, b3, a30); a31 = V.MultiplyAdd(o0, b3, a31);
+                    a32 = V.MultiplyAdd(e1, b3, a32); a33 = V.MultiplyAdd(o1, b3, a33);
                 }
             }
-            else
-            {
-                float* p = (float*)W + j;
-                long ahead = PrefetchRows * (long)Out;
-                for (int i = 0; i < In; i++, p += Out)
-                {
-                    Simd.Prefetch(p + ahead);
-                    if (lines > 1) Simd.Prefetch(p + ahead + 16);
-                    if (lines > 2) { Simd.Prefetch(p + ahead + 32); Simd.Prefetch(p + ahead + 48); }
-                    var w0 = V.Load(p); var w1 = V.Load(p + n);
-                    var w2 = V.Load(p + 2 * n); var w3 = V.Load(p + 3 * n);
-                    var b0 = V.Create(x0[i]);
-                    a00 = V.MultiplyAdd(w0, b0, a00); a01 = V.MultiplyAdd(w1, b0, a01);
-                    a02 = V.MultiplyAdd(w2, b0, a02); a03 = V.MultiplyAdd(w3, b0, a03);
-                    if (R.Count > 1)
-                    {
-                        var b1 = V.Create(x1[i]);
-                        a10 = V.MultiplyAdd(w0, b1, a10); a11 = V.MultiplyAdd(w1, b1, a11);
-                        a12 = V.MultiplyAdd(w2, b1, a12); a13 = V.MultiplyAdd(w3, b1, a13);
-                    }
-                    if (R.Count > 2)
-                    {
-                        var b2 = V.Create(x2[i]);
-                        a20 = V.MultiplyAdd(w0, b2, a20); a21 = V.MultiplyAdd(w1, b2, a21);
-                        a22 = V.MultiplyAdd(w2, b2, a22); a23 = V.MultiplyAdd(w3, b2, a23);
-                    }
-                    if (R.Count > 3)
-                    {
-                        var b3 = V.Create(x3[i]);
-                        a30 = V.MultiplyAdd(w0, b3, a30); a31 = V.MultiplyAdd(w1, b3, a31);
-                        a32 = V.MultiplyAdd(w2, b3, a32); a33 = V.MultiplyAdd(w3, b3, a33);
-                    }
-                }
-            }
-            Store(r, j, a00, a01, a02, a03);
-            if (R.Count > 1) Store(r + 1, j, a10, a11, a12, a13);
-            if (R.Count > 2) Store(r + 2, j, a20, a21, a22, a23);
-            if (R.Count > 3) Store(r + 3, j, a30, a31, a32, a33);
+            Spill(sums, n, a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33);
         }
 
-        /// <summary>Adds the bias to columns [j, j + 4n) of row r and writes them in the output's dtype. In bf16 the sums
-        /// come as even and odd columns (c0, c1: columns [0, 2n); c2, c3: [2n, 4n)) and are interleaved back through the
-        /// stack: once per tile and row, against In multiply-adds per vector, so a scalar pass costs nothing measurable.</summary>
-        private void Store<V>(int r, int j, V c0, V c1, V c2, V c3) where V : unmanaged, IFloatVector<V>
+        /// <summary>Row k's sums over the tile at <paramref name="p"/> (fp32), as 4 vectors at sums + 4 k n.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static void SumsFp32<V, R>(float* p, long stride, float* x0, int inF, float* sums)
+            where V : unmanaged, IFloatVector<V> where R : struct, IRowCount
+        {
+            int n = V.Count, lines = 4 * n * sizeof(float) / 64; // cache lines of a weight row's fp32 tile
+            long ahead = PrefetchRows * stride;
+            float* x1 = x0 + inF, x2 = x1 + inF, x3 = x2 + inF;
+            var a00 = V.Zero; var a01 = a00; var a02 = a00; var a03 = a00;
+            var a10 = a00; var a11 = a00; var a12 = a00; var a13 = a00;
+            var a20 = a00; var a21 = a00; var a22 = a00; var a23 = a00;
+            var a30 = a00; var a31 = a00; var a32 = a00; var a33 = a00;
+            for (int i = 0; i < inF; i++, p += stride)
+            {
+                Simd.Prefetch(p + ahead);
+                if (lines > 1) Simd.Prefetch(p + ahead + 16);
+                if (lines > 2) { Simd.Prefetch(p + ahead + 32); Simd.Prefetch(p + ahead + 48); }
+                var w0 = V.Load(p); var w1 = V.Load(p + n);
+                var w2 = V.Load(p + 2 * n); var w3 = V.Load(p + 3 * n);
+                var b0 = V.Create(x0[i]);
+                a00 = V.MultiplyAdd(w0, b0, a00); a01 = V.MultiplyAdd(w1, b0, a01);
+                a02 = V.MultiplyAdd(w2, b0, a02); a03 = V.MultiplyAdd(w3, b0, a03);
+                if (R.Count > 1)
+                {
+                    var b1 = V.Create(x1[i]);
+                    a10 = V.MultiplyAdd(w0, b1, a10); a11 = V.MultiplyAdd(w1, b1, a11);
+                    a12 = V.MultiplyAdd(w2, b1, a12); a13 = V.MultiplyAdd(w3, b1, a13);
+                }
+                if (R.Count > 2)
+                {
+                    var b2 = V.Create(x2[i]);
+                    a20 = V.MultiplyAdd(w0, b2, a20); a21 = V.MultiplyAdd(w1, b2, a21);
+                    a22 = V.MultiplyAdd(w2, b2, a22); a23 = V.MultiplyAdd(w3, b2, a23);
+                }
+                if (R.Count > 3)
+                {
+                    var b3 = V.Create(x3[i]);
+                    a30 = V.MultiplyAdd(w0, b3, a30); a31 = V.MultiplyAdd(w1, b3, a31);
+                    a32 = V.MultiplyAdd(w2, b3, a32); a33 = V.MultiplyAdd(w3, b3, a33);
+                }
+            }
+            Spill(sums, n, a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33);
+        }
+
+        /// <summary>A tile's accumulators, row after row (unused rows' zeros too: a few stores per tile, against In multiply-adds).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void Spill<V>(float* sums, int n, V a00, V a01, V a02, V a03, V a10, V a11, V a12, V a13,
+            V a20, V a21, V a22, V a23, V a30, V a31, V a32, V a33) where V : unmanaged, IFloatVector<V>
+        {
+            a00.Store(sums); a01.Store(sums + n); a02.Store(sums + 2 * n); a03.Store(sums + 3 * n);
+            a10.Store(sums + 4 * n); a11.Store(sums + 5 * n); a12.Store(sums + 6 * n); a13.Store(sums + 7 * n);
+            a20.Store(sums + 8 * n); a21.Store(sums + 9 * n); a22.Store(sums + 10 * n); a23.Store(sums + 11 * n);
+            a30.Store(sums + 12 * n); a31.Store(sums + 13 * n); a32.Store(sums + 14 * n); a33.Store(sums + 15 * n);
+        }
+
+        /// <summary>Adds the bias to columns [j, j + 4n) of row r and writes them in the output's dtype, from the tile's
+        /// 4 accumulators stored one after another at <paramref name="split"/>. In bf16 those are even and odd columns
+        /// (the first two vectors: columns [0, 2n); the last two: [2n, 4n)) and are interleaved back through the stack:
+        /// once per tile and row, against In multiply-adds per vector, so a scalar pass costs nothing measurable.</summary>
+        private void Store<V>(int r, int j, float* split) where V : unmanaged, IFloatVector<V>
         {
             int n = V.Count;
             long at = (long)r * Out + j;
             if (IsBf16)
             {
                 var sums = stackalloc float[4 * n];
-                var split = stackalloc float[4 * n];
-                c0.Store(split); c1.Store(split + n); c2.Store(split + 2 * n); c3.Store(split + 3 * n);
                 for (int k = 0; k < n; k++)
                 {
                     sums[2 * k] = split[k]; sums[2 * k + 1] = split[n + k];
@@ -280,13 +376,13 @@ public static unsafe class SmallBatchMatMul
             }
             else
             {
-                if (Bias is not null)
-                {
-                    var b = (float*)Bias + j;
-                    c0 += V.Load(b); c1 += V.Load(b + n); c2 += V.Load(b + 2 * n); c3 += V.Load(b + 3 * n);
-                }
                 var y = (float*)Y + at;
-                c0.Store(y); c1.Store(y + n); c2.Store(y + 2 * n); c3.Store(y + 3 * n);
+                for (int v = 0; v < 4; v++)
+                {
+                    var sum = V.Load(split + v * n);
+                    if (Bias is not null) sum += V.Load((float*)Bias + j + v * n);
+                    sum.Store(y + v * n);
+                }
             }
         }
 
@@ -327,9 +423,7 @@ public static unsafe class SmallBatchMatMul
             }
         }
 
-        private float WeightAt(int i, int j) => IsBf16
-            ? Bf16.ToSingle(((ushort*)W)[(long)i * Out + j])
-            : ((float*)W)[(long)i * Out + j];
+        private float WeightAt(int i, int j) => Bf16.At(W, Layout.IndexOf(i, j), IsBf16);
     }
 
     /// <summary>How many rows a tile kernel handles, as a type, so the JIT compiles one kernel per count with the unused rows' code removed.</summary>

@@ -75,6 +75,37 @@ public sealed class GptModelTests
     }
 
     [Fact]
+    public void DecodingFollowsWeightsChangedAfterAnEarlierDecode()
+    {
+        // Decode products read packed copies of the weights, made on the first decode step. A hot swap copies new
+        // weights in place and then drops the copies (InvalidateDerivedWeights); training switches modes, which drops
+        // them too. A stale copy would go on decoding with the old model.
+        using var model = TestModels.Random(seed: 1);
+        using var swapped = TestModels.Random(seed: 2);
+        using var trained = TestModels.Random(seed: 3);
+        using var _ = no_grad();
+        using var ids = TestModels.Ids(3, 1, 4, 1, 5);
+        using var before = model.NextTokenLogits(ids); // packs the copies
+        Assert.False(before.eq(swapped.NextTokenLogits(ids)).all().item<bool>(), "two seeds gave the same logits");
+
+        CopyWeights(swapped, model);
+        model.InvalidateDerivedWeights();
+        Assert.True(model.NextTokenLogits(ids).eq(swapped.NextTokenLogits(ids)).all().item<bool>(), "stale after a hot swap");
+
+        model.train();
+        CopyWeights(trained, model);
+        model.eval();
+        Assert.True(model.NextTokenLogits(ids).eq(trained.NextTokenLogits(ids)).all().item<bool>(), "stale after training");
+
+        static void CopyWeights(Gpt from, Gpt to)
+        {
+            var source = from.state_dict();
+            foreach (var (name, p) in to.named_parameters())
+                p.copy_(source[name]);
+        }
+    }
+
+    [Fact]
     public void SequencesLongerThanTheBlockSizeAreRefusedWithTheLengths()
     {
         using var model = TestModels.Random();

@@ -121,6 +121,42 @@ public sealed class SmallBatchMatMulTests
         Assert.False(SmallBatchMatMul.Applies(2, x, w)); // autograd on: training must go through libtorch's ops
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float32, 1, Out)]     // whole panels and a ragged rest at every width
+    [InlineData(ScalarType.BFloat16, 3, Out)]
+    [InlineData(ScalarType.BFloat16, 8, 256)]    // whole panels only
+    [InlineData(ScalarType.Float32, 2, 10)]      // fewer columns than one panel: all of them in the rest
+    [InlineData(ScalarType.BFloat16, 1, 10)]
+    public void PanelsGiveTheInOutLayoutsBitsInEveryColumn(ScalarType dtype, int rows, int outFeatures)
+    {
+        // Decode steps read packed weights, tests and prefills the (in, out) ones: the two must be the same product,
+        // to the bit, or a request would sample differently from the reference generator.
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var (x, w, b) = Operands(dtype, rows, seed: 20 + rows, outFeatures);
+        var inOut = SmallBatchMatMul.Forward(x, w, b);
+        using var packed = PackedWeight.Pack(w);
+        Assert.Equal((In, (long)outFeatures, PackedWeight.PanelWidth), (packed.In, packed.Out, packed.Panel));
+        Assert.True(SmallBatchMatMul.Forward(x, packed, b).eq(inOut).all().item<bool>(), "packed and (in, out) products differ");
+        // The output layer packs wte's transposed view: a weight with other strides packs to the same panels.
+        using var fromView = PackedWeight.Pack(w.t().contiguous().t());
+        Assert.True(SmallBatchMatMul.Forward(x, fromView, b).eq(inOut).all().item<bool>(), "packing a strided view differs");
+    }
+
+    [Fact]
+    public void APackedCopyKnowsWhichWeightsItStandsFor()
+    {
+        using var scope = NewDisposeScope();
+        var (_, w, _) = Operands(ScalarType.Float32, rows: 1, seed: 7);
+        using var packed = PackedWeight.Pack(w);
+        Assert.True(packed.Matches(w));
+        Assert.False(packed.Matches(w.to(ScalarType.BFloat16)));  // the model was cast after packing
+        Assert.False(packed.Matches(w.narrow(1, 0, Out - 1)));
+        using var _ = no_grad();
+        Assert.Throws<ArgumentException>(() => SmallBatchMatMul.Forward(randn(1, In - 1), packed, null));
+        Assert.Throws<ArgumentException>(() => SmallBatchMatMul.Forward(randn(1, In).to(ScalarType.BFloat16), packed, null));
+    }
+
     [Fact]
     public void ShapesThatDoNotMultiplyAreRefused()
     {
@@ -133,9 +169,10 @@ public sealed class SmallBatchMatMulTests
     }
 
     /// <summary>Inputs (rows, In), weights (In, Out) and bias (Out), random, in <paramref name="dtype"/>.</summary>
-    private static (Tensor X, Tensor W, Tensor B) Operands(ScalarType dtype, int rows, int seed)
+    private static (Tensor X, Tensor W, Tensor B) Operands(ScalarType dtype, int rows, int seed, int outFeatures = Out)
     {
         using var g = new Generator((ulong)seed);
-        return (randn([rows, In], generator: g).to(dtype), randn([In, Out], generator: g).to(dtype), randn([Out], generator: g).to(dtype));
+        return (randn([rows, In], generator: g).to(dtype), randn([In, outFeatures], generator: g).to(dtype),
+            randn([outFeatures], generator: g).to(dtype));
     }
 }
