@@ -26,7 +26,14 @@ public interface ITrainableModel
     /// <summary>Per row: the sum of next-token losses and the number of predicted tokens, without gradients.</summary>
     /// <param name="blocks">Token ids (B, T).</param>
     /// <param name="lengths">Valid tokens per row (right padding after them is ignored), or null when all are valid.</param>
-    (double LossSum, long Tokens)[] Evaluate(Tensor blocks, int[]? lengths = null);
+    (double LossSum, long Tokens)[] Evaluate(Tensor blocks, int[]? lengths = null) =>
+        [.. TokenLosses(blocks, lengths).Select(row => (row.Sum(loss => (double)loss), (long)row.Length))];
+
+    /// <summary>Per row: each next-token loss, [t] for position t predicting token t + 1, over the row's valid tokens
+    /// (length - 1 of them); without gradients.</summary>
+    /// <param name="blocks">Token ids (B, T).</param>
+    /// <param name="lengths">Valid tokens per row (right padding after them is ignored), or null when all are valid.</param>
+    float[][] TokenLosses(Tensor blocks, int[]? lengths = null);
 }
 
 /// <summary>
@@ -129,24 +136,25 @@ public sealed class CausalLanguageModel(Gpt model) : ITrainableModel
         return lossSum / predictions;
     }
 
-    public (double LossSum, long Tokens)[] Evaluate(Tensor blocks, int[]? lengths = null)
+    public float[][] TokenLosses(Tensor blocks, int[]? lengths = null)
     {
         long B = blocks.shape[0], T = blocks.shape[1];
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var hidden = Model.Hidden(blocks); // (B, T, C)
-        var rows = new (double LossSum, long Tokens)[B];
+        var rows = new float[B][];
         for (long b = 0; b < B; b++)
         {
             long valid = lengths?[b] ?? T; // right padding cannot affect earlier positions under causal attention
+            rows[b] = new float[Math.Max(0, valid - 1)];
             for (long start = 0; start < valid - 1; start += LibTorchChunk)
             {
                 using var chunkScope = NewDisposeScope();
                 long length = Math.Min(LibTorchChunk, valid - 1 - start);
                 var logits = Model.Logits(hidden.select(0, b).narrow(0, start, length)).to(ScalarType.Float32); // (length, V)
                 var targets = blocks.select(0, b).narrow(0, start + 1, length);
-                rows[b].LossSum += nn.functional.cross_entropy(logits, targets, reduction: nn.Reduction.Sum).item<float>();
-                rows[b].Tokens += length;
+                var losses = nn.functional.cross_entropy(logits, targets, reduction: nn.Reduction.None).contiguous(); // (length)
+                losses.data<float>().CopyTo(rows[b], (int)start);
             }
         }
         return rows;

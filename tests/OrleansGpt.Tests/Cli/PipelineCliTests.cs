@@ -44,6 +44,8 @@ public sealed partial class PipelineCliTests
         Assert.Contains("trained-from-scratch", eval.Stdout);
         foreach (var name in new[] { "cs.AI", "cs.LG", "cs.CL", "cs.CV", "overall" })
             Assert.Contains($"| {name} |", eval.Stdout);
+        Assert.Contains("| category | examples | abstract tokens | loss with title | without | title gain |", eval.Stdout);
+        Assert.Contains("\"title_gain\"", eval.Stdout);
 
         var generate = Run("generate", "--checkpoint", dir.Sub("run"), "--category", "CV", "--title", "Deep Residual Learning", "--max-tokens", "8", "--seed", "1");
         Assert.True(generate.ExitCode == 0, generate.Stderr);
