@@ -8,7 +8,7 @@ namespace OrleansGpt.Training.Cli;
 /// <summary>sweep: one training run per value of one setting, as the paper's Tables 4 to 8.</summary>
 internal static class SweepCommand
 {
-    private static readonly string[] s_settings = ["grad-accum", "block-size", "weight-decay", "epochs", "batch-size", "lr", "shape", "warmup-steps", "dtype", "beta2"];
+    private static readonly string[] s_settings = ["grad-accum", "block-size", "weight-decay", "epochs", "batch-size", "lr", "shape", "warmup-steps", "dtype", "beta2", "optimizer", "muon-lr", "muon-momentum", "wsd-decay"];
 
     public static void AddTo(RootCommand root)
     {
@@ -74,6 +74,12 @@ internal static class SweepCommand
             "warmup-steps" => o with { WarmupSteps = Int() },
             "dtype" => o with { Precision = CommandLine.ResolvePrecision(value) },
             "beta2" => o with { Beta2 = Real() },
+            "optimizer" => Enum.TryParse<OptimizerKind>(value, ignoreCase: true, out var kind) && !int.TryParse(value, out _)
+                ? o with { Optimizer = kind }
+                : throw new ArgumentException($"--vary optimizer: '{value}' is not adamw or muon"),
+            "muon-lr" => o with { MuonLearningRate = Real() },
+            "muon-momentum" => o with { MuonMomentum = Real() },
+            "wsd-decay" => o with { WsdDecayShare = Real() },
             // LAYERSxWIDTH: "layers vs width at fixed time" with --time-limit; the heads are ScratchConfig's (--heads,
             // else 64 wide as GPT-2's).
             "shape" => value.Split('x') is [var l, var w] && int.TryParse(l, NumberStyles.Integer, inv, out int layers) && int.TryParse(w, NumberStyles.Integer, inv, out int width)

@@ -33,6 +33,10 @@ internal static class TrainCommands
         public Option<double> Beta2 { get; } = new("--beta2") { Description = "AdamW's second-moment decay (torch: 0.999; 0.95 keeps high learning rates stable)", DefaultValueFactory = _ => 0.999 };
         public Option<long> WarmupSteps { get; } = new("--warmup-steps") { Description = "Linear warm-up steps", DefaultValueFactory = _ => 0 };
         public Option<string> Schedule { get; } = new("--lr-schedule") { Description = "constant, linear, cosine or wsd (after warm-up; wsd holds the peak, then falls linearly over the last 20%)", DefaultValueFactory = _ => "linear" };
+        public Option<double> WsdDecay { get; } = new("--wsd-decay") { Description = "The share of the run a wsd schedule spends decaying", DefaultValueFactory = _ => LearningRateSchedule.DefaultWsdDecayShare };
+        public Option<string> Optimizer { get; } = new("--optimizer") { Description = "adamw, or muon: orthogonalised momentum for the blocks' matrices, AdamW (--lr) for embeddings, biases and LayerNorms", DefaultValueFactory = _ => "adamw" };
+        public Option<double> MuonLearningRate { get; } = new("--muon-lr") { Description = "Muon's peak rate (it follows --lr-schedule as --lr does)", DefaultValueFactory = _ => Muon.DefaultLearningRate };
+        public Option<double> MuonMomentum { get; } = new("--muon-momentum") { Description = "Muon's Nesterov momentum", DefaultValueFactory = _ => Muon.DefaultMomentum };
         public Option<long?> MaxSteps { get; } = new("--max-steps") { Description = "Stop after this many optimizer steps" };
         public Option<int> EvalEvery { get; } = new("--eval-every") { Description = "Evaluate and checkpoint every N steps (0: only at the end)", DefaultValueFactory = _ => 0 };
         public Option<int> EvalBlocks { get; } = new("--eval-blocks") { Description = "Eval blocks per evaluation (0: the whole eval split)", DefaultValueFactory = _ => 64 };
@@ -46,9 +50,13 @@ internal static class TrainCommands
         public Option<int?> Width { get; } = new("--width") { Description = "Override the preset's width, n_embd (from scratch only)" };
         public Option<double?> TimeLimit { get; } = new("--time-limit") { Description = "Stop after this many minutes and decay the learning rate over them (compare runs at equal cost)" };
 
-        public RunOptions() => Schedule.AcceptOnlyFromAmong("constant", "linear", "cosine", "wsd");
+        public RunOptions()
+        {
+            Schedule.AcceptOnlyFromAmong("constant", "linear", "cosine", "wsd");
+            Optimizer.AcceptOnlyFromAmong("adamw", "muon");
+        }
 
-        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, Beta2, WarmupSteps, Schedule, MaxSteps, EvalEvery, EvalBlocks, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery, Layers, Heads, Width, TimeLimit];
+        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, Beta2, WarmupSteps, Schedule, WsdDecay, Optimizer, MuonLearningRate, MuonMomentum, MaxSteps, EvalEvery, EvalBlocks, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery, Layers, Heads, Width, TimeLimit];
 
         public TrainOptions Read(ParseResult r, string output, bool resume) => new()
         {
@@ -65,6 +73,10 @@ internal static class TrainCommands
             Beta2 = r.GetValue(Beta2),
             WarmupSteps = r.GetValue(WarmupSteps),
             Schedule = Enum.Parse<LearningRateShape>(r.GetValue(Schedule)!, ignoreCase: true),
+            WsdDecayShare = r.GetValue(WsdDecay),
+            Optimizer = Enum.Parse<OptimizerKind>(r.GetValue(Optimizer)!, ignoreCase: true),
+            MuonLearningRate = r.GetValue(MuonLearningRate),
+            MuonMomentum = r.GetValue(MuonMomentum),
             MaxSteps = r.GetValue(MaxSteps),
             EvalEvery = r.GetValue(EvalEvery),
             EvalBlocks = r.GetValue(EvalBlocks),

@@ -17,7 +17,7 @@ namespace OrleansGpt.Training.Loop;
 /// the master, and the model's bf16 weight is refreshed from it. Updates much smaller than a weight would
 /// otherwise round away in bf16's 8-bit mantissa.
 /// </remarks>
-public sealed class AdamW : IDisposable
+public sealed class AdamW : IOptimizer
 {
     private readonly List<(string Name, Parameter Parameter, bool Decay, Tensor ExpAvg, Tensor ExpAvgSq, Tensor? Master)> _state = [];
 
@@ -42,36 +42,14 @@ public sealed class AdamW : IDisposable
         }
     }
 
-    /// <summary>The fp32 value of every parameter: the master copy where there is one, else the parameter.</summary>
     public IEnumerable<(string Name, Tensor Value)> MasterWeights() => _state.Select(s => (s.Name, s.Master ?? (Tensor)s.Parameter));
 
-    /// <summary>
-    /// Scales all gradients so their global L2 norm is at most <paramref name="maxNorm"/> (torch's
-    /// clip_grad_norm_), computing the norm in fp32 whatever the gradients' dtype. Returns the norm before clipping.
-    /// </summary>
-    public double ClipGradNorm(double maxNorm)
-    {
-        using var _ = no_grad();
-        double sumOfSquares = 0;
-        foreach (var s in _state)
-        {
-            if (s.Parameter.grad is not { } g) continue;
-            if (AdamWKernel.AppliesToNorm(g))
-            {
-                sumOfSquares += AdamWKernel.SumOfSquares(g);
-                continue;
-            }
-            using var g32 = g.to(ScalarType.Float32);
-            using var squares = g32.square().sum();
-            sumOfSquares += squares.item<float>();
-        }
-        double norm = Math.Sqrt(sumOfSquares);
-        double coefficient = maxNorm / (norm + 1e-6);
-        if (coefficient < 1)
-            foreach (var s in _state)
-                s.Parameter.grad?.mul_(coefficient);
-        return norm;
-    }
+    public OptimizerKind Kind => OptimizerKind.AdamW;
+
+    public double ClipGradNorm(double maxNorm) => GradientClipping.Clip(Parameters, maxNorm);
+
+    /// <summary>The parameters this optimizer updates.</summary>
+    internal IEnumerable<Parameter> Parameters => _state.Select(s => s.Parameter);
 
     public double WeightDecay { get; }
     public double Beta1 { get; }
@@ -84,6 +62,13 @@ public sealed class AdamW : IDisposable
     /// <summary>Parameters with and without weight decay, for the start-up summary.</summary>
     public (long Decayed, long NotDecayed) ParameterCounts =>
         (_state.Where(s => s.Decay).Sum(s => s.Parameter.NumberOfElements), _state.Where(s => !s.Decay).Sum(s => s.Parameter.NumberOfElements));
+
+    public string Describe()
+    {
+        var (decayed, notDecayed) = ParameterCounts;
+        return string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"AdamW betas ({Beta1}, {Beta2}), eps {Epsilon}, weight decay {WeightDecay} on {decayed:N0} parameters (none on {notDecayed:N0} bias/LayerNorm)");
+    }
 
     /// <summary>Biases and LayerNorm weights (ln_1, ln_2, ln_f) are not decayed.</summary>
     public static bool UsesWeightDecay(string name) =>

@@ -12,14 +12,15 @@ public enum LearningRateShape
     /// <summary>Falls along half a cosine to 0 at the last step.</summary>
     Cosine,
 
-    /// <summary>Warm-up, stable, decay: stays at the peak for the first 80% of the decay's way, then falls linearly to 0
+    /// <summary>Warm-up, stable, decay: stays at the peak for the first 80% of the decay's way (by default), then falls linearly to 0
     /// (Hu et al. 2024, MiniCPM; Hägele et al. 2024). A short run spends more of its steps at a useful rate than under
     /// cosine, whose average is half the peak, and still ends annealed.</summary>
     Wsd,
 }
 
 /// <summary>Linear warm-up from 0 to the peak over WarmupSteps, then Shape until TotalSteps.</summary>
-public sealed record LearningRateSchedule(double Peak, LearningRateShape Shape, long WarmupSteps, long TotalSteps)
+/// <param name="WsdDecayShare">The share of the run a <see cref="LearningRateShape.Wsd"/> schedule spends decaying.</param>
+public sealed record LearningRateSchedule(double Peak, LearningRateShape Shape, long WarmupSteps, long TotalSteps, double WsdDecayShare = LearningRateSchedule.DefaultWsdDecayShare)
 {
     /// <summary>The rate for optimizer step <paramref name="step"/> (0-based).</summary>
     public double At(long step) => At(step, Progress(step));
@@ -45,7 +46,7 @@ public sealed record LearningRateSchedule(double Peak, LearningRateShape Shape, 
         };
     }
 
-    /// <summary>The share of the run a <see cref="LearningRateShape.Wsd"/> schedule spends decaying: Hägele et al. found
-    /// 20% matching or beating cosine across their scales.</summary>
-    public const double WsdDecayShare = 0.2;
+    /// <summary>The share of the run a <see cref="LearningRateShape.Wsd"/> schedule spends decaying by default: Hägele et
+    /// al. found 20% matching or beating cosine across their scales.</summary>
+    public const double DefaultWsdDecayShare = 0.2;
 }

@@ -44,6 +44,18 @@ public sealed record TrainOptions
     public long WarmupSteps { get; init; }
     public LearningRateShape Schedule { get; init; } = LearningRateShape.Linear;
 
+    /// <summary>The share of the run a wsd schedule spends decaying (<see cref="LearningRateSchedule.DefaultWsdDecayShare"/>).</summary>
+    public double WsdDecayShare { get; init; } = LearningRateSchedule.DefaultWsdDecayShare;
+
+    /// <summary>AdamW for every parameter, or Muon for the blocks' matrices and AdamW for the rest.</summary>
+    public OptimizerKind Optimizer { get; init; } = OptimizerKind.AdamW;
+
+    /// <summary>Muon's peak rate; it follows the schedule as --lr does (Keller Jordan's 0.02).</summary>
+    public double MuonLearningRate { get; init; } = Muon.DefaultLearningRate;
+
+    /// <summary>Muon's momentum (Nesterov), 0.95 as in modded-nanogpt and torch.optim.Muon.</summary>
+    public double MuonMomentum { get; init; } = Muon.DefaultMomentum;
+
     /// <summary>Stop after this many optimizer steps (and size the schedule to it); null: the epochs decide.</summary>
     public long? MaxSteps { get; init; }
 
@@ -84,6 +96,10 @@ public sealed record TrainOptions
         if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "--epochs must be at least 1");
         if (WeightDecay < 0) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "--weight-decay must be >= 0");
         if (!(Beta2 is > 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(Beta2), Beta2, "--beta2 must be in (0, 1)");
+        if (!(WsdDecayShare is > 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(WsdDecayShare), WsdDecayShare, "--wsd-decay must be in (0, 1]: the share of the run spent decaying");
+        if (!Enum.IsDefined(Optimizer)) throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "--optimizer must be adamw or muon");
+        if (!(MuonLearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(MuonLearningRate), MuonLearningRate, "--muon-lr must be positive");
+        if (!(MuonMomentum is >= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(MuonMomentum), MuonMomentum, "--muon-momentum must be in [0, 1)");
         if (WarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, "--warmup-steps must be >= 0");
         if (MaxSteps is < 1) throw new ArgumentOutOfRangeException(nameof(MaxSteps), MaxSteps, "--max-steps must be at least 1");
         if (EvalEvery < 0 || LogEvery < 1) throw new ArgumentOutOfRangeException(nameof(EvalEvery), "--eval-every must be >= 0 and --log-every >= 1");
@@ -104,7 +120,10 @@ public sealed record TrainOptions
             Epochs, WeightDecay.ToString("R", System.Globalization.CultureInfo.InvariantCulture), WarmupSteps, Schedule, MaxSteps, MaxTrainBlocks, Seed, Precision,
             MaxGradNorm.ToString("R", System.Globalization.CultureInfo.InvariantCulture), Dropout, Path.GetFullPath(DataDirectory),
             Layers, Heads, Width, TimeLimitMinutes?.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
-            Beta2.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
+            Beta2.ToString("R", System.Globalization.CultureInfo.InvariantCulture))
+        // Appended only where they differ from the defaults, so runs saved before these settings existed still resume.
+        + (Schedule == LearningRateShape.Wsd && WsdDecayShare != LearningRateSchedule.DefaultWsdDecayShare ? ";wsd-decay=" + WsdDecayShare.ToString("R", System.Globalization.CultureInfo.InvariantCulture) : "")
+        + (Optimizer == OptimizerKind.Muon ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $";muon-lr={MuonLearningRate:R};muon-momentum={MuonMomentum:R}") : "");
 
     /// <summary>The model a run from scratch builds: the preset with the shape overrides and dropout applied.</summary>
     public GptConfig ScratchConfig()

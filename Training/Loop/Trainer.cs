@@ -13,7 +13,8 @@ using static TorchSharp.torch;
 namespace OrleansGpt.Training.Loop;
 
 /// <summary>Where a run stands; saved in trainer_state.json so a run can resume exactly.</summary>
-public sealed record TrainerState(long Step, long TokensSeen, double ElapsedSeconds, string TrajectoryKey, string RngState, double? LastEvalLoss);
+/// <param name="Optimizer">The run's --optimizer; null in states written before Muon existed, which were all AdamW.</param>
+public sealed record TrainerState(long Step, long TokensSeen, double ElapsedSeconds, string TrajectoryKey, string RngState, double? LastEvalLoss, OptimizerKind? Optimizer = null);
 
 /// <summary>One logged point (a line of metrics.jsonl).</summary>
 public sealed record MetricPoint(long Step, double Epoch, long Tokens, double? TrainLoss, double? LearningRate, double? TokensPerSecond, double? EvalLoss, double? Perplexity, double ElapsedSeconds);
@@ -76,7 +77,9 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
             model.to(o.Precision.ToScalarType());
         }
         var lm = new CausalLanguageModel(model);
-        using var optimizer = new AdamW(lm.NamedParameters, o.WeightDecay, masters, beta2: o.Beta2);
+        using IOptimizer optimizer = o.Optimizer == OptimizerKind.Muon
+            ? new Muon(lm.NamedParameters, o.MuonLearningRate, o.MuonMomentum, o.LearningRate, o.WeightDecay, masters, o.Beta2)
+            : new AdamW(lm.NamedParameters, o.WeightDecay, masters, beta2: o.Beta2);
         if (masters is not null)
             foreach (var t in masters.Values) t.Dispose();
 
@@ -85,7 +88,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
         if (stepsPerEpoch == 0)
             throw new ArgumentException($"The training split has {trainData.BlockCount} blocks of {o.BlockSize}: too few for one step of {o.BatchSize} x {o.GradientAccumulation}");
         long totalSteps = Math.Min(o.MaxSteps ?? long.MaxValue, o.Epochs * stepsPerEpoch);
-        var schedule = new LearningRateSchedule(o.LearningRate, o.Schedule, o.WarmupSteps, totalSteps);
+        var schedule = new LearningRateSchedule(o.LearningRate, o.Schedule, o.WarmupSteps, totalSteps, o.WsdDecayShare);
 
         long step = 0, tokensSeen = 0;
         double elapsedBefore = 0;
@@ -93,6 +96,9 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
         if (o.Resume)
         {
             var state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(checkpoint, StateFile)), s_json)!;
+            var savedOptimizer = state.Optimizer ?? OptimizerKind.AdamW;
+            if (savedOptimizer != o.Optimizer)
+                throw new ArgumentException($"--resume: this run was trained with --optimizer {savedOptimizer.ToString().ToLowerInvariant()}, not {o.Optimizer.ToString().ToLowerInvariant()}; its saved state is that optimizer's. Resume with --optimizer {savedOptimizer.ToString().ToLowerInvariant()}, or start a new run in another --out");
             if (state.TrajectoryKey != o.TrajectoryKey())
                 throw new ArgumentException($"--resume needs the settings of the run it continues.\n  saved:  {state.TrajectoryKey}\n  given:  {o.TrajectoryKey()}");
             optimizer.Load(Path.Combine(checkpoint, OptimizerFile), state.Step);
@@ -224,13 +230,13 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
         return model;
     }
 
-    private void Save(Gpt model, AdamW optimizer, TrainOptions o, string checkpoint, long step, long tokens, double elapsed, double? lastEval)
+    private void Save(Gpt model, IOptimizer optimizer, TrainOptions o, string checkpoint, long step, long tokens, double elapsed, double? lastEval)
     {
         var provenance = o.Init == "scratch"
             ? new ModelProvenance("trained-from-scratch", $"{o.ModelSize} ({model.Config.Layers} layers x {model.Config.Embedding} wide) trained from scratch on {Path.GetFullPath(o.DataDirectory)} for {tokens:N0} tokens ({step} steps)", tokens)
             : new ModelProvenance("fine-tuned", $"fine-tuned from {o.Init} on {Path.GetFullPath(o.DataDirectory)} for {tokens:N0} tokens ({step} steps)", tokens, o.Init);
         using var rng = get_rng_state();
-        var state = new TrainerState(step, tokens, elapsed, o.TrajectoryKey(), Convert.ToBase64String(rng.bytes), lastEval);
+        var state = new TrainerState(step, tokens, elapsed, o.TrajectoryKey(), Convert.ToBase64String(rng.bytes), lastEval, optimizer.Kind);
         AtomicWrite.Directory(checkpoint, staging =>
         {
             // The fp32 masters are the model (a bf16 copy is what the forward pass used); saving them keeps
@@ -242,15 +248,16 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
         log.WriteLine($"saved checkpoint at step {step} to {checkpoint}");
     }
 
-    private void PrintSettings(TrainOptions o, Gpt model, AdamW optimizer, BlockDataset train, BlockDataset eval, long stepsPerEpoch, long totalSteps, long startStep)
+    private void PrintSettings(TrainOptions o, Gpt model, IOptimizer optimizer, BlockDataset train, BlockDataset eval, long stepsPerEpoch, long totalSteps, long startStep)
     {
         var c = model.Config;
-        var (decayed, notDecayed) = optimizer.ParameterCounts;
         var inv = CultureInfo.InvariantCulture;
         log.WriteLine(string.Create(inv, $"model: {(o.Init == "scratch" ? o.ModelSize + " from scratch" : o.Init)}, {c.Layers} layers x {c.Heads} heads x {c.Embedding} wide, vocabulary {c.VocabSize}, {c.ParameterCount:N0} parameters, dropout {c.Dropout}"));
         log.WriteLine(string.Create(inv, $"data: {o.DataDirectory}: {train.BlockCount:N0} training blocks, {eval.BlockCount:N0} eval blocks of {o.BlockSize} tokens (evaluating {(o.EvalBlocks > 0 ? Math.Min(o.EvalBlocks, eval.BlockCount) : eval.BlockCount):N0} of them)"));
         log.WriteLine(string.Create(inv, $"{o.BatchSize} batch x {o.GradientAccumulation} accum x {o.BlockSize} tokens = {o.TokensPerStep:N0} tokens/step; {stepsPerEpoch:N0} steps/epoch x {o.Epochs} epochs{(o.MaxSteps is { } m ? $", capped at {m:N0} steps" : "")} = {totalSteps:N0} steps, {totalSteps * o.TokensPerStep:N0} tokens{(o.TimeLimitMinutes is { } t ? $", or {t} minutes if sooner (the learning rate decays over that time)" : "")}"));
-        log.WriteLine(string.Create(inv, $"AdamW lr {o.LearningRate} ({o.Schedule.ToString().ToLowerInvariant()}, {o.WarmupSteps} warm-up steps), betas ({optimizer.Beta1}, {optimizer.Beta2}), eps {optimizer.Epsilon}, weight decay {o.WeightDecay} on {decayed:N0} parameters (none on {notDecayed:N0} bias/LayerNorm), clip {o.MaxGradNorm}, {o.Precision.Name()}, seed {o.Seed}"));
+        string shape = o.Schedule == LearningRateShape.Wsd ? $"wsd, decaying over the last {o.WsdDecayShare * 100:0.#}%" : o.Schedule.ToString().ToLowerInvariant();
+        log.WriteLine(string.Create(inv, $"lr {o.LearningRate} ({shape}, {o.WarmupSteps} warm-up steps), clip {o.MaxGradNorm}, {o.Precision.Name()}, seed {o.Seed}"));
+        log.WriteLine($"optimizer: {optimizer.Describe()}");
         if (startStep > 0)
             log.WriteLine($"resuming at step {startStep}");
     }

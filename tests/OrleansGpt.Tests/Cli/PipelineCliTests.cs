@@ -28,7 +28,8 @@ public sealed partial class PipelineCliTests
         string[] train = ["train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--model", "tiny", "--block-size", "32", "--batch-size", "2", "--max-steps", "2", "--lr", "1e-3", "--eval-blocks", "2", "--log-every", "1", "--beta2", "0.95", "--lr-schedule", "wsd"];
         var trained = Run(train);
         Assert.True(trained.ExitCode == 0, trained.Stderr + trained.Stdout);
-        Assert.Contains("(wsd, 0 warm-up steps), betas (0.9, 0.95)", trained.Stdout);
+        Assert.Contains("(wsd, decaying over the last 20%, 0 warm-up steps)", trained.Stdout);
+        Assert.Contains("optimizer: AdamW betas (0.9, 0.95)", trained.Stdout);
         Assert.Contains("2 batch x 1 accum x 32 tokens = 64 tokens/step", trained.Stdout);
         Assert.Contains("step 2/2", trained.Stdout);
         Assert.True(File.Exists(Path.Combine(dir.Sub("run"), "metrics.jsonl")));
@@ -118,6 +119,20 @@ public sealed partial class PipelineCliTests
         var beta2 = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "beta2=0.95,1");
         Assert.Equal(1, beta2.ExitCode);
         Assert.Contains("--beta2 must be in (0, 1)", beta2.Stderr);
+
+        // Optimizer settings: an unknown optimizer and Muon settings out of range are refused before anything is written.
+        var unknown = Run("train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--optimizer", "sgd");
+        Assert.NotEqual(0, unknown.ExitCode);
+        Assert.Contains("sgd", unknown.Stderr);
+        Assert.Contains("muon", unknown.Stderr);
+        var rate = Run("train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--optimizer", "muon", "--muon-lr", "0");
+        Assert.Equal(1, rate.ExitCode);
+        Assert.Contains("--muon-lr must be positive", rate.Stderr);
+        var optimizers = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "optimizer=muon,sgd");
+        Assert.Equal(1, optimizers.ExitCode);
+        Assert.Contains("'sgd' is not adamw or muon", optimizers.Stderr);
+        Assert.False(Directory.Exists(dir.Sub("run")));
+        Assert.False(Directory.Exists(dir.Sub("s")));
     }
 
     private const int SigInt = 2;

@@ -158,6 +158,63 @@ public sealed class TrainingTests
         Assert.True(straight.EvalLoss < Evaluate(init, data) - 1, $"bf16 training did not learn: eval loss {straight.EvalLoss}");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AMuonRunLearnsAccumulatesAndResumesExactly(bool bf16)
+    {
+        using var dir = TestModels.TempDir();
+        string data = TestData.Prepared(dir.Path, papers: 40, words: 30);
+        string init = WriteInitialCheckpoint(dir.Sub("init"));
+        var options = Options(data, init, dir.Sub("straight")) with
+        {
+            Optimizer = OptimizerKind.Muon, MuonLearningRate = 0.02, LearningRate = 3e-3, GradientAccumulation = 2, MaxSteps = 8,
+            Dropout = 0.1, Precision = bf16 ? Precision.Bf16 : Precision.Fp32, Schedule = LearningRateShape.Wsd, WsdDecayShare = 0.5,
+        };
+        var straight = new Trainer(options, TextWriter.Null).Run();
+
+        using var cancel = new CancellationTokenSource();
+        new Trainer(options with { OutputDirectory = dir.Sub("resumed") }, TextWriter.Null) { AfterStep = s => { if (s == 3) cancel.Cancel(); } }.Run(cancel.Token);
+        var resumed = new Trainer(options with { OutputDirectory = dir.Sub("resumed"), Resume = true }, TextWriter.Null).Run();
+
+        Assert.Equal(straight.Steps, resumed.Steps);
+        // Still a Hugging Face GPT-2 checkpoint, fp32 masters included, and the resumed run's weights are the straight run's.
+        using var a = Gpt2Checkpoint.Load(dir.Sub("straight"));
+        using var b = Gpt2Checkpoint.Load(dir.Sub("resumed"));
+        var expected = a.named_parameters().ToDictionary(p => p.name, p => TestModels.Values(p.parameter));
+        foreach (var (name, p) in b.named_parameters())
+            Assert.Equal(expected[name], TestModels.Values(p));
+        using (var reader = new SafeTensorsReader(Path.Combine(dir.Sub("straight"), "checkpoint", Trainer.OptimizerFile)))
+            Assert.Contains("muon_momentum.h.0.attn.c_attn.weight", reader.Entries.Keys);
+        Assert.True(straight.EvalLoss < Evaluate(init, data) - 1, $"Muon did not learn: eval loss {straight.EvalLoss}");
+    }
+
+    [Fact]
+    public void AResumeUnderAnotherOptimizerIsRefusedNamingItAndLeavesTheCheckpointAlone()
+    {
+        using var dir = TestModels.TempDir();
+        string data = TestData.Prepared(dir.Path);
+        string init = WriteInitialCheckpoint(dir.Sub("init"));
+        var options = Options(data, init, dir.Sub("run")) with { MaxSteps = 2 };
+        new Trainer(options, TextWriter.Null).Run();
+        string checkpoint = Path.Combine(dir.Sub("run"), Trainer.CheckpointFolder);
+        var before = Directory.GetFiles(checkpoint).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
+
+        var error = Assert.Throws<ArgumentException>(() => new Trainer(options with { Resume = true, Optimizer = OptimizerKind.Muon }, TextWriter.Null).Run());
+        Assert.Contains("--optimizer adamw", error.Message);
+        var after = Directory.GetFiles(checkpoint).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
+        Assert.Equal(before.Keys.Order(), after.Keys.Order());
+        Assert.All(before, f => Assert.Equal(f.Value, after[f.Key]));
+
+        // And the other way: a Muon run resumed as AdamW.
+        var muon = options with { OutputDirectory = dir.Sub("muon"), Optimizer = OptimizerKind.Muon };
+        new Trainer(muon, TextWriter.Null).Run();
+        Assert.Contains("--optimizer muon", Assert.Throws<ArgumentException>(() => new Trainer(muon with { Resume = true, Optimizer = OptimizerKind.AdamW }, TextWriter.Null).Run()).Message);
+        Assert.Contains("--muon-lr", Assert.Throws<ArgumentOutOfRangeException>(() => (muon with { MuonLearningRate = -1 }).Validate()).Message);
+        Assert.Contains("--muon-momentum", Assert.Throws<ArgumentOutOfRangeException>(() => (muon with { MuonMomentum = 1 }).Validate()).Message);
+        Assert.Contains("--wsd-decay", Assert.Throws<ArgumentOutOfRangeException>(() => (muon with { WsdDecayShare = 0 }).Validate()).Message);
+    }
+
     [Fact]
     public void ARunRefusesToOverwriteACheckpointAndToResumeWithOtherSettings()
     {
@@ -239,6 +296,10 @@ public sealed class TrainingTests
         Assert.Equal(1.0, wsd.At(90), 9);
         Assert.Equal(0.5, wsd.At(100), 9);
         Assert.Equal(0.0, wsd.At(110), 9);
+        // A decay share of one half: the peak until step 60, half of it at step 85.
+        var half = wsd with { WsdDecayShare = 0.5 };
+        Assert.Equal(1.0, half.At(60), 9);
+        Assert.Equal(0.5, half.At(85), 9);
     }
 
     [Fact]
