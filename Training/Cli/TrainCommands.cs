@@ -40,6 +40,7 @@ internal static class TrainCommands
         public Option<long?> MaxSteps { get; } = new("--max-steps") { Description = "Stop after this many optimizer steps" };
         public Option<int> EvalEvery { get; } = new("--eval-every") { Description = "Evaluate and checkpoint every N steps (0: only at the end)", DefaultValueFactory = _ => 0 };
         public Option<int> EvalBlocks { get; } = new("--eval-blocks") { Description = "Eval blocks per evaluation (0: the whole eval split)", DefaultValueFactory = _ => 64 };
+        public Option<int> TitleGainPapers { get; } = new("--title-gain-papers") { Description = "Each evaluation also measures the title gain on the first N eval papers (0: off)", DefaultValueFactory = _ => 100 };
         public Option<long?> MaxTrainBlocks { get; } = new("--max-train-blocks") { Description = "Train on the first N blocks only (a subset)" };
         public Option<long> Seed { get; } = new("--seed") { Description = "Seed of initialisation, data order and dropout", DefaultValueFactory = _ => 42 };
         public Option<string> Dtype { get; } = CommandLine.DtypeOption();
@@ -56,7 +57,7 @@ internal static class TrainCommands
             Optimizer.AcceptOnlyFromAmong("adamw", "muon");
         }
 
-        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, Beta2, WarmupSteps, Schedule, WsdDecay, Optimizer, MuonLearningRate, MuonMomentum, MaxSteps, EvalEvery, EvalBlocks, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery, Layers, Heads, Width, TimeLimit];
+        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, Beta2, WarmupSteps, Schedule, WsdDecay, Optimizer, MuonLearningRate, MuonMomentum, MaxSteps, EvalEvery, EvalBlocks, TitleGainPapers, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery, Layers, Heads, Width, TimeLimit];
 
         public TrainOptions Read(ParseResult r, string output, bool resume) => new()
         {
@@ -80,6 +81,7 @@ internal static class TrainCommands
             MaxSteps = r.GetValue(MaxSteps),
             EvalEvery = r.GetValue(EvalEvery),
             EvalBlocks = r.GetValue(EvalBlocks),
+            TitleGainPapers = r.GetValue(TitleGainPapers),
             MaxTrainBlocks = r.GetValue(MaxTrainBlocks),
             Seed = r.GetValue(Seed),
             Precision = CommandLine.ResolvePrecision(r.GetValue(Dtype)!),

@@ -1,7 +1,7 @@
 namespace OrleansGpt.Training.Loop;
 
 /// <summary>Draws a run's curves as PNGs (ScottPlot, headless): loss against the optimizer step, and eval perplexity
-/// against wall time.</summary>
+/// and title gain against wall time.</summary>
 public static class LossPlot
 {
     public static void Write(IReadOnlyList<MetricPoint> points, string path)
@@ -33,24 +33,32 @@ public static class LossPlot
 
     /// <summary>Draws eval perplexity against the run's wall time, each point labelled with the tokens seen by then:
     /// the curve to read a time budget from (how good a model N minutes of this machine make).</summary>
-    public static void WritePerplexity(IReadOnlyList<MetricPoint> points, string path)
+    public static void WritePerplexity(IReadOnlyList<MetricPoint> points, string path) =>
+        WriteAgainstTime(points, p => p.Perplexity, "F1", "Eval perplexity against wall time (labels: perplexity @ tokens seen)", "eval perplexity", path);
+
+    /// <summary>Draws the title gain (nats per abstract token the title saves) against wall time, as
+    /// <see cref="WritePerplexity"/>: whether the model is learning to use the title, not only the language.</summary>
+    public static void WriteTitleGain(IReadOnlyList<MetricPoint> points, string path) =>
+        WriteAgainstTime(points, p => p.TitleGain, "F3", "Title gain against wall time (labels: gain @ tokens seen)", "title gain (nats/token)", path);
+
+    private static void WriteAgainstTime(IReadOnlyList<MetricPoint> points, Func<MetricPoint, double?> value, string format, string title, string yLabel, string path)
     {
-        var eval = points.Where(p => p.Perplexity is not null).ToList();
+        var eval = points.Where(p => value(p) is not null).ToList();
         if (eval.Count == 0)
             return;
         var plot = new ScottPlot.Plot();
         double[] minutes = [.. eval.Select(p => p.ElapsedSeconds / 60)];
-        double[] perplexity = [.. eval.Select(p => p.Perplexity!.Value)];
-        var line = plot.Add.Scatter(minutes, perplexity);
+        double[] values = [.. eval.Select(p => value(p)!.Value)];
+        var line = plot.Add.Scatter(minutes, values);
         line.MarkerSize = 6;
         for (int i = 0; i < eval.Count; i++)
         {
-            var label = plot.Add.Text(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{perplexity[i]:F1} @ {eval[i].Tokens / 1e6:F1}M tok"), minutes[i], perplexity[i]);
+            var label = plot.Add.Text(values[i].ToString(format, System.Globalization.CultureInfo.InvariantCulture) + string.Create(System.Globalization.CultureInfo.InvariantCulture, $" @ {eval[i].Tokens / 1e6:F1}M tok"), minutes[i], values[i]);
             label.LabelFontSize = 10;
         }
-        plot.Title("Eval perplexity against wall time (labels: perplexity @ tokens seen)");
+        plot.Title(title);
         plot.XLabel("minutes since the run started");
-        plot.YLabel("eval perplexity");
+        plot.YLabel(yLabel);
         Save(plot, path);
     }
 

@@ -65,6 +65,10 @@ public sealed record TrainOptions
     /// <summary>Eval blocks per evaluation during training (0 = the whole eval split).</summary>
     public int EvalBlocks { get; init; } = 64;
 
+    /// <summary>Each evaluation also measures the title gain on the first N eval papers (0: not measured); it changes
+    /// nothing in training, so a resumed run may change it.</summary>
+    public int TitleGainPapers { get; init; } = 100;
+
     /// <summary>Use only the first N training blocks (a subset, for sweeps); null: all.</summary>
     public long? MaxTrainBlocks { get; init; }
 
@@ -102,6 +106,7 @@ public sealed record TrainOptions
         if (!(MuonMomentum is >= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(MuonMomentum), MuonMomentum, "--muon-momentum must be in [0, 1)");
         if (WarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, "--warmup-steps must be >= 0");
         if (MaxSteps is < 1) throw new ArgumentOutOfRangeException(nameof(MaxSteps), MaxSteps, "--max-steps must be at least 1");
+        if (TitleGainPapers < 0) throw new ArgumentOutOfRangeException(nameof(TitleGainPapers), TitleGainPapers, "--title-gain-papers must be >= 0");
         if (EvalEvery < 0 || LogEvery < 1) throw new ArgumentOutOfRangeException(nameof(EvalEvery), "--eval-every must be >= 0 and --log-every >= 1");
         if (Dropout is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "--dropout must be in [0, 1)");
         if (Layers is < 1) throw new ArgumentOutOfRangeException(nameof(Layers), Layers, "--layers must be at least 1");

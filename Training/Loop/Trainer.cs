@@ -17,7 +17,9 @@ namespace OrleansGpt.Training.Loop;
 public sealed record TrainerState(long Step, long TokensSeen, double ElapsedSeconds, string TrajectoryKey, string RngState, double? LastEvalLoss, OptimizerKind? Optimizer = null);
 
 /// <summary>One logged point (a line of metrics.jsonl).</summary>
-public sealed record MetricPoint(long Step, double Epoch, long Tokens, double? TrainLoss, double? LearningRate, double? TokensPerSecond, double? EvalLoss, double? Perplexity, double ElapsedSeconds);
+/// <param name="TitleGain">At an evaluation, nats per abstract token the title saves (<see cref="Evaluator.TitleGain"/>)
+/// over the first <see cref="TrainOptions.TitleGainPapers"/> eval papers.</param>
+public sealed record MetricPoint(long Step, double Epoch, long Tokens, double? TrainLoss, double? LearningRate, double? TokensPerSecond, double? EvalLoss, double? Perplexity, double ElapsedSeconds, double? TitleGain = null);
 
 /// <summary>How a run ended.</summary>
 /// <param name="MeanTrainLoss">Mean training loss over this session's steps (Hugging Face's train_loss).</param>
@@ -39,6 +41,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
     public const string MetricsFile = "metrics.jsonl";
     public const string PlotFile = "loss.png";
     public const string PerplexityPlotFile = "perplexity.png";
+    public const string TitleGainPlotFile = "title-gain.png";
     private static readonly JsonSerializerOptions s_json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = false };
 
     /// <summary>Called after every optimizer step with the step number (tests use it to interrupt a run).</summary>
@@ -179,20 +182,18 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
             bool evalNow = o.EvalEvery > 0 && step % o.EvalEvery == 0 && step < totalSteps;
             if (evalNow)
             {
-                var eval = Evaluator.Blocks(lm, evalData, o.BatchSize, o.EvalBlocks);
+                var (eval, titleGain) = Evaluate(lm, evalData, evalSplit, o, $"eval at step {step}");
                 lastEval = eval.Loss;
-                log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"eval at step {step}: loss {eval.Loss:F4}, perplexity {eval.Perplexity:F2} ({eval.Tokens:N0} tokens)"));
-                Report(metrics, new MetricPoint(step, epochProgress, tokensSeen, null, null, null, eval.Loss, eval.Perplexity, elapsedBefore + clock.Elapsed.TotalSeconds), totalSteps);
+                Report(metrics, new MetricPoint(step, epochProgress, tokensSeen, null, null, null, eval.Loss, eval.Perplexity, elapsedBefore + clock.Elapsed.TotalSeconds, titleGain), totalSteps);
                 Save(model, optimizer, o, checkpoint, step, tokensSeen, elapsedBefore + clock.Elapsed.TotalSeconds, lastEval);
             }
         }
 
         if (!interrupted)
         {
-            var eval = Evaluator.Blocks(lm, evalData, o.BatchSize, o.EvalBlocks);
+            var (eval, titleGain) = Evaluate(lm, evalData, evalSplit, o, $"final eval at step {step}");
             lastEval = eval.Loss;
-            log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"final eval at step {step}: loss {eval.Loss:F4}, perplexity {eval.Perplexity:F2} ({eval.Tokens:N0} tokens)"));
-            Report(metrics, new MetricPoint(step, (double)step / stepsPerEpoch, tokensSeen, null, null, null, eval.Loss, eval.Perplexity, elapsedBefore + clock.Elapsed.TotalSeconds), totalSteps);
+            Report(metrics, new MetricPoint(step, (double)step / stepsPerEpoch, tokensSeen, null, null, null, eval.Loss, eval.Perplexity, elapsedBefore + clock.Elapsed.TotalSeconds, titleGain), totalSteps);
         }
         Save(model, optimizer, o, checkpoint, step, tokensSeen, elapsedBefore + clock.Elapsed.TotalSeconds, lastEval);
         metrics.Flush();
@@ -201,6 +202,16 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
             ? $"interrupted after step {step}; checkpoint saved to {checkpoint}. Continue with the same command plus --resume."
             : string.Create(CultureInfo.InvariantCulture, $"done: {step} steps, {tokensSeen:N0} tokens in {(elapsedBefore + clock.Elapsed.TotalSeconds) / 60:F1} minutes of training{(lastEval is { } l ? $", eval perplexity {Math.Exp(l):F2}" : "")}; checkpoint in {checkpoint}"));
         return new TrainResult(step, tokensSeen, lastLoss, stepsThisSession > 0 ? lossTotal / stepsThisSession : null, lastEval, interrupted, checkpoint, clock.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>The loss on the eval blocks and, unless turned off, the title gain on the first eval papers; logged.</summary>
+    private (LossReport Loss, double? TitleGain) Evaluate(CausalLanguageModel lm, BlockDataset evalData, TokenSplit evalSplit, TrainOptions o, string what)
+    {
+        var eval = Evaluator.Blocks(lm, evalData, o.BatchSize, o.EvalBlocks);
+        TitleGainReport? gain = o.TitleGainPapers > 0 ? Evaluator.TitleGain(lm, evalSplit, o.BlockSize, o.BatchSize, o.TitleGainPapers).SingleOrDefault(r => r.Name == "overall") : null;
+        log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{what}: loss {eval.Loss:F4}, perplexity {eval.Perplexity:F2} ({eval.Tokens:N0} tokens){(gain is null ? "" : $"; title gain {gain.Gain:F4} nats/token ({gain.Examples} papers)")}"));
+        return (eval, gain?.Gain);
     }
 
     private static Gpt CreateModel(TrainOptions o, string checkpoint)
@@ -296,10 +307,11 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
             var points = ReadMetrics(run);
             LossPlot.Write(points, Path.Combine(run, PlotFile));
             LossPlot.WritePerplexity(points, Path.Combine(run, PerplexityPlotFile));
+            LossPlot.WriteTitleGain(points, Path.Combine(run, TitleGainPlotFile));
         }
         catch (Exception e) when (e is IOException or InvalidOperationException or TypeInitializationException or DllNotFoundException)
         {
-            log.WriteLine($"note: could not draw {PlotFile} or {PerplexityPlotFile}: {e.Message}");
+            log.WriteLine($"note: could not draw {PlotFile}, {PerplexityPlotFile} or {TitleGainPlotFile}: {e.Message}");
         }
     }
 }

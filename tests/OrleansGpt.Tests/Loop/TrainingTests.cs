@@ -187,6 +187,14 @@ public sealed class TrainingTests
         using (var reader = new SafeTensorsReader(Path.Combine(dir.Sub("straight"), "checkpoint", Trainer.OptimizerFile)))
             Assert.Contains("muon_momentum.h.0.attn.c_attn.weight", reader.Entries.Keys);
         Assert.True(straight.EvalLoss < Evaluate(init, data) - 1, $"Muon did not learn: eval loss {straight.EvalLoss}");
+
+        // Each evaluation logs the title gain beside the loss, as eval computes it on the same first eval papers.
+        var final = Trainer.ReadMetrics(dir.Sub("straight")).Last(m => m.EvalLoss is not null);
+        using var model = Gpt2Checkpoint.Load(dir.Sub("straight"));
+        using var split = TokenSplit.Open(data, "eval");
+        var gain = Evaluator.TitleGain(new CausalLanguageModel(model), split, options.BlockSize, options.BatchSize, options.TitleGainPapers)[^1];
+        Assert.Equal(gain.Gain, final.TitleGain!.Value, bf16 ? 2 : 4);
+        Assert.True(File.Exists(Path.Combine(dir.Sub("straight"), Trainer.TitleGainPlotFile)));
     }
 
     [Fact]
@@ -195,8 +203,9 @@ public sealed class TrainingTests
         using var dir = TestModels.TempDir();
         string data = TestData.Prepared(dir.Path);
         string init = WriteInitialCheckpoint(dir.Sub("init"));
-        var options = Options(data, init, dir.Sub("run")) with { MaxSteps = 2 };
+        var options = Options(data, init, dir.Sub("run")) with { MaxSteps = 2, TitleGainPapers = 0 };
         new Trainer(options, TextWriter.Null).Run();
+        Assert.All(Trainer.ReadMetrics(dir.Sub("run")), m => Assert.Null(m.TitleGain)); // measured only when asked for
         string checkpoint = Path.Combine(dir.Sub("run"), Trainer.CheckpointFolder);
         var before = Directory.GetFiles(checkpoint).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
 
