@@ -16,6 +16,7 @@ internal static class TrainCommands
     {
         root.Subcommands.Add(TrainCommand());
         root.Subcommands.Add(EvalCommand());
+        root.Subcommands.Add(CurvesCommand());
     }
 
     /// <summary>The options of one training run, shared by train and sweep.</summary>
@@ -41,6 +42,7 @@ internal static class TrainCommands
         public Option<int> EvalEvery { get; } = new("--eval-every") { Description = "Evaluate and checkpoint every N steps (0: only at the end)", DefaultValueFactory = _ => 0 };
         public Option<int> EvalBlocks { get; } = new("--eval-blocks") { Description = "Eval blocks per evaluation (0: the whole eval split)", DefaultValueFactory = _ => 64 };
         public Option<int> TitleGainPapers { get; } = new("--title-gain-papers") { Description = "Each evaluation also measures the title gain on the first N eval papers (0: off)", DefaultValueFactory = _ => 100 };
+        public Option<bool> TitleInEveryBlock { get; } = new("--title-in-every-block") { Description = "A training block cut inside a paper starts with that paper's <|CAT|> Title <|sep|> (not trained on), so no abstract token is learned without its title" };
         public Option<long?> MaxTrainBlocks { get; } = new("--max-train-blocks") { Description = "Train on the first N blocks only (a subset)" };
         public Option<long> Seed { get; } = new("--seed") { Description = "Seed of initialisation, data order and dropout", DefaultValueFactory = _ => 42 };
         public Option<string> Dtype { get; } = CommandLine.DtypeOption();
@@ -57,7 +59,7 @@ internal static class TrainCommands
             Optimizer.AcceptOnlyFromAmong("adamw", "muon");
         }
 
-        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, Beta2, WarmupSteps, Schedule, WsdDecay, Optimizer, MuonLearningRate, MuonMomentum, MaxSteps, EvalEvery, EvalBlocks, TitleGainPapers, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery, Layers, Heads, Width, TimeLimit];
+        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, Beta2, WarmupSteps, Schedule, WsdDecay, Optimizer, MuonLearningRate, MuonMomentum, MaxSteps, EvalEvery, EvalBlocks, TitleGainPapers, TitleInEveryBlock, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery, Layers, Heads, Width, TimeLimit];
 
         public TrainOptions Read(ParseResult r, string output, bool resume) => new()
         {
@@ -82,6 +84,7 @@ internal static class TrainCommands
             EvalEvery = r.GetValue(EvalEvery),
             EvalBlocks = r.GetValue(EvalBlocks),
             TitleGainPapers = r.GetValue(TitleGainPapers),
+            TitleInEveryBlock = r.GetValue(TitleInEveryBlock),
             MaxTrainBlocks = r.GetValue(MaxTrainBlocks),
             Seed = r.GetValue(Seed),
             Precision = CommandLine.ResolvePrecision(r.GetValue(Dtype)!),
@@ -188,6 +191,47 @@ internal static class TrainCommands
             Console.WriteLine(text);
             if (r.GetValue(json) is { } path)
                 IO.AtomicWrite.Text(path, text);
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command CurvesCommand()
+    {
+        var runs = new Option<string[]>("--run") { Description = "A training run directory (repeat for each run to compare)", Required = true, AllowMultipleArgumentsPerToken = true };
+        var labels = new Option<string[]>("--label") { Description = "A name for each --run, in the same order (default: the directory's name)", AllowMultipleArgumentsPerToken = true };
+        var output = new Option<string>("--out") { Description = "Directory for perplexity.png, title-gain.png and curves.md", Required = true };
+        var command = new Command("curves", "Draw several runs' eval perplexity and title gain against wall time in one plot each, and list their evaluations as markdown")
+        {
+            runs, labels, output,
+        };
+        command.SetHandler(r =>
+        {
+            string[] directories = r.GetValue(runs) ?? [];
+            string[] names = r.GetValue(labels) ?? [];
+            if (names.Length != 0 && names.Length != directories.Length)
+                throw new ArgumentException($"--label was given {names.Length} times for {directories.Length} runs: give one per --run, or none");
+            var curves = new List<(string Label, IReadOnlyList<MetricPoint> Points)>();
+            for (int i = 0; i < directories.Length; i++)
+            {
+                var points = Trainer.ReadMetrics(directories[i]);
+                if (!points.Any(p => p.EvalLoss is not null))
+                    throw new ArgumentException($"--run {directories[i]}: no evaluations in its {Trainer.MetricsFile}; is it a training run directory?");
+                curves.Add((names.Length > 0 ? names[i] : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directories[i]))), points));
+            }
+            string outDir = r.GetValue(output)!;
+            Directory.CreateDirectory(outDir);
+            LossPlot.WriteComparison(curves, p => p.Perplexity, "Eval perplexity against wall time", "eval perplexity", Path.Combine(outDir, Trainer.PerplexityPlotFile));
+            LossPlot.WriteComparison(curves, p => p.TitleGain, "Title gain against wall time", "title gain (nats/token)", Path.Combine(outDir, Trainer.TitleGainPlotFile));
+            var inv = CultureInfo.InvariantCulture;
+            var table = new System.Text.StringBuilder();
+            table.AppendLine("| run | step | minutes | tokens | eval loss | perplexity | title gain |");
+            table.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+            foreach (var (label, points) in curves)
+                foreach (var p in points.Where(p => p.EvalLoss is not null))
+                    table.AppendLine(string.Create(inv, $"| {label} | {p.Step:N0} | {p.ElapsedSeconds / 60:F1} | {p.Tokens:N0} | {p.EvalLoss:F4} | {p.Perplexity:F2} | {(p.TitleGain is { } g ? g.ToString("F4", inv) : "-")} |"));
+            IO.AtomicWrite.Text(Path.Combine(outDir, "curves.md"), table.ToString());
+            Console.Write(table);
             return 0;
         });
         return command;

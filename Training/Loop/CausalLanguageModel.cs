@@ -21,7 +21,9 @@ public interface ITrainableModel
     /// every parameter's gradient and returns that mean loss.
     /// </summary>
     /// <param name="blocks">Token ids (B, T); position t predicts token t + 1 within each block.</param>
-    double ForwardBackward(Tensor blocks, double scale);
+    /// <param name="untrainedPositions">Per row, how many leading positions are left out of the loss (a repeated prompt,
+    /// <see cref="BlockDataset.UntrainedPositions"/>); null: none. The mean is over the positions trained.</param>
+    double ForwardBackward(Tensor blocks, double scale, int[]? untrainedPositions = null);
 
     /// <summary>Per row: the sum of next-token losses and the number of predicted tokens, without gradients.</summary>
     /// <param name="blocks">Token ids (B, T).</param>
@@ -64,10 +66,25 @@ public sealed class CausalLanguageModel(Gpt model) : ITrainableModel
 
     public void SetTraining(bool on) => Model.train(on);
 
-    public double ForwardBackward(Tensor blocks, double scale)
+    public double ForwardBackward(Tensor blocks, double scale, int[]? untrainedPositions = null)
     {
         long B = blocks.shape[0], T = blocks.shape[1];
-        long predictions = B * (T - 1);
+        // Position p predicts token p + 1; a block's last position and a row's untrained lead predict nothing.
+        long[] targets = new long[B * T];
+        long predictions = 0;
+        using (var ids = blocks.to(ScalarType.Int64).cpu().contiguous())
+        {
+            var tokens = ids.data<long>();
+            for (long p = 0; p < B * T; p++)
+            {
+                long t = p % T;
+                bool trained = t < T - 1 && t >= (untrainedPositions?[p / T] ?? 0);
+                targets[p] = trained ? tokens[p + 1] : SoftmaxCrossEntropy.NoTarget;
+                predictions += trained ? 1 : 0;
+            }
+        }
+        if (predictions == 0)
+            throw new ArgumentException("No position of the batch is trained: every row's untrained lead covers it", nameof(untrainedPositions));
         double lossSum = 0;
         using var scope = NewDisposeScope();
         var hidden = Model.Hidden(blocks); // (B, T, C), with the graph through the transformer
@@ -78,7 +95,7 @@ public sealed class CausalLanguageModel(Gpt model) : ITrainableModel
             // logits (a GEMM into one reused buffer), then the loss and its gradient over the logits in one kernel, then
             // the two GEMMs of the backward pass writing straight into the hidden states' gradient and an accumulator
             // for wte's. One backward pass then takes both through the graph (wte's own share from the embedding lookup
-            // is added there). A block's last position predicts nothing (NoTarget: no loss, a zero gradient).
+            // is added there). A position with NoTarget adds no loss and a zero gradient.
             var states = hidden.detach().view(B * T, -1);              // (B * T, C)
             var statesGrad = empty_like(states);                        // (B * T, C), every row written below
             // wte's gradient accumulates transposed: x^T (C, n) @ gradient (n, V) into (C, V) measured 1.2-1.8x the
@@ -87,13 +104,6 @@ public sealed class CausalLanguageModel(Gpt model) : ITrainableModel
             // into (C, n) ran at 916-918 GFLOP/s against 822-824 for gradient @ W into (n, C) (512 positions).
             var weightGradT = empty(weight.shape[1], weight.shape[0], weight.dtype, weight.device); // (C, V)
             var weightT = weight.detach().t().contiguous();                                          // (C, V)
-            long[] targets = new long[B * T];
-            using (var ids = blocks.to(ScalarType.Int64).cpu().contiguous())
-            {
-                var tokens = ids.data<long>();
-                for (long p = 0; p < B * T; p++)
-                    targets[p] = (p + 1) % T == 0 ? SoftmaxCrossEntropy.NoTarget : tokens[p + 1]; // position p predicts token p + 1
-            }
             float gradientScale = (float)(scale / predictions);
             long chunk = KernelChunk;
             using (no_grad())
@@ -125,9 +135,9 @@ public sealed class CausalLanguageModel(Gpt model) : ITrainableModel
                 using var chunkScope = NewDisposeScope();
                 long length = Math.Min(LibTorchChunk, T - 1 - start);
                 var states = h.select(0, b).narrow(0, start, length); // (length, C)
-                var targets = blocks.select(0, b).narrow(0, start + 1, length); // (length)
+                var chunkTargets = tensor(targets.AsSpan((int)(b * T + start), (int)length).ToArray()); // (length), NoTarget ignored
                 var logits = Model.Logits(states).to(ScalarType.Float32); // (length, V)
-                var loss = nn.functional.cross_entropy(logits, targets, reduction: nn.Reduction.Sum);
+                var loss = nn.functional.cross_entropy(logits, chunkTargets, ignore_index: SoftmaxCrossEntropy.NoTarget, reduction: nn.Reduction.Sum);
                 lossSum += loss.item<float>();
                 (loss * (scale / predictions)).backward();
             }

@@ -62,6 +62,31 @@ public static class LossPlot
         Save(plot, path);
     }
 
+    /// <summary>One line per run of <paramref name="value"/> against wall time, for runs compared at equal cost (Muon
+    /// beside AdamW, one schedule beside another).</summary>
+    public static void WriteComparison(IReadOnlyList<(string Label, IReadOnlyList<MetricPoint> Points)> runs, Func<MetricPoint, double?> value, string title, string yLabel, string path)
+    {
+        var plot = new ScottPlot.Plot();
+        bool any = false;
+        foreach (var (label, points) in runs)
+        {
+            var eval = points.Where(p => value(p) is not null).ToList();
+            if (eval.Count == 0)
+                continue;
+            var line = plot.Add.Scatter(eval.Select(p => p.ElapsedSeconds / 60).ToArray(), eval.Select(p => value(p)!.Value).ToArray());
+            line.LegendText = label;
+            line.MarkerSize = 6;
+            any = true;
+        }
+        if (!any)
+            return;
+        plot.Title(title);
+        plot.XLabel("minutes since the run started");
+        plot.YLabel(yLabel);
+        plot.ShowLegend();
+        Save(plot, path);
+    }
+
     private static void Save(ScottPlot.Plot plot, string path)
     {
         // Drawn beside the target and renamed over it, so a reader never sees half a PNG.

@@ -69,6 +69,10 @@ public sealed record TrainOptions
     /// nothing in training, so a resumed run may change it.</summary>
     public int TitleGainPapers { get; init; } = 100;
 
+    /// <summary>A training block cut inside a paper starts with that paper's prompt (<see cref="BlockDataset"/>), so every
+    /// abstract token is learned with its title in view. Evaluation blocks stay run_clm's.</summary>
+    public bool TitleInEveryBlock { get; init; }
+
     /// <summary>Use only the first N training blocks (a subset, for sweeps); null: all.</summary>
     public long? MaxTrainBlocks { get; init; }
 
@@ -128,6 +132,7 @@ public sealed record TrainOptions
             Beta2.ToString("R", System.Globalization.CultureInfo.InvariantCulture))
         // Appended only where they differ from the defaults, so runs saved before these settings existed still resume.
         + (Schedule == LearningRateShape.Wsd && WsdDecayShare != LearningRateSchedule.DefaultWsdDecayShare ? ";wsd-decay=" + WsdDecayShare.ToString("R", System.Globalization.CultureInfo.InvariantCulture) : "")
+        + (TitleInEveryBlock ? ";title-in-every-block" : "")
         + (Optimizer == OptimizerKind.Muon ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $";muon-lr={MuonLearningRate:R};muon-momentum={MuonMomentum:R}") : "");
 
     /// <summary>The model a run from scratch builds: the preset with the shape overrides and dropout applied.</summary>

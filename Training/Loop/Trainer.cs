@@ -64,7 +64,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
 
         using var trainSplit = TokenSplit.Open(o.DataDirectory, "train");
         using var evalSplit = TokenSplit.Open(o.DataDirectory, "eval");
-        var trainData = new BlockDataset(trainSplit, o.BlockSize, o.MaxTrainBlocks ?? long.MaxValue);
+        var trainData = new BlockDataset(trainSplit, o.BlockSize, o.MaxTrainBlocks ?? long.MaxValue, o.TitleInEveryBlock);
         var evalData = new BlockDataset(evalSplit, o.BlockSize);
 
         NativeAllocator.KeepLargeBlocks();
@@ -147,8 +147,9 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
             double loss = 0;
             for (int micro = 0; micro < o.GradientAccumulation; micro++)
             {
-                using var batch = trainData.Batch(order.AsSpan((int)((firstMicro + micro) * o.BatchSize), o.BatchSize));
-                loss += lm.ForwardBackward(batch, 1.0 / o.GradientAccumulation) / o.GradientAccumulation;
+                var blocks = order.AsSpan((int)((firstMicro + micro) * o.BatchSize), o.BatchSize);
+                using var batch = trainData.Batch(blocks);
+                loss += lm.ForwardBackward(batch, 1.0 / o.GradientAccumulation, trainData.UntrainedPositions(blocks)) / o.GradientAccumulation;
             }
             if (o.MaxGradNorm > 0)
                 optimizer.ClipGradNorm(o.MaxGradNorm);

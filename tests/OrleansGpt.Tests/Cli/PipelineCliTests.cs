@@ -35,6 +35,17 @@ public sealed partial class PipelineCliTests
         Assert.True(File.Exists(Path.Combine(dir.Sub("run"), "metrics.jsonl")));
         Assert.True(File.Exists(Path.Combine(dir.Sub("run"), "loss.png")));
 
+        // Runs side by side: one line per run in each plot, every evaluation in the table.
+        var curves = Run("curves", "--run", dir.Sub("run"), "--run", dir.Sub("run"), "--label", "first", "--label", "second", "--out", dir.Sub("curves"));
+        Assert.True(curves.ExitCode == 0, curves.Stderr);
+        Assert.Contains("| first | 2 | ", curves.Stdout);
+        Assert.Contains("| second | 2 | ", curves.Stdout);
+        Assert.True(File.Exists(Path.Combine(dir.Sub("curves"), "perplexity.png")));
+        Assert.True(File.Exists(Path.Combine(dir.Sub("curves"), "title-gain.png")));
+        var unlabelled = Run("curves", "--run", dir.Sub("run"), "--run", dir.Sub("run"), "--label", "first", "--out", dir.Sub("curves2"));
+        Assert.Equal(1, unlabelled.ExitCode);
+        Assert.Contains("give one per --run", unlabelled.Stderr);
+
         // Running again into the same directory would lose the checkpoint: refused, with the way forward.
         var again = Run(train);
         Assert.Equal(1, again.ExitCode);

@@ -39,6 +39,74 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void UntrainedPositionsAreLeftOutOfTheLossAndItsGradient()
+    {
+        using var model = TestModels.Random(s_config with { VocabSize = 300 });
+        model.train();
+        using var blocks = randint(0, 300, [3, 40]);
+        int[] untrained = [5, 0, 39]; // the last row trains nothing
+        double masked = new CausalLanguageModel(model).ForwardBackward(blocks, 1.0, untrained);
+        var maskedGrads = Grads(model);
+        ZeroGrads(model);
+
+        using (var scope = NewDisposeScope())
+        {
+            var logits = model.forward(blocks); // (B, T, V)
+            var rows = Enumerable.Range(0, 3).Where(b => untrained[b] < 39).Select(b => (b, from: untrained[b])).ToList();
+            var predicted = cat(rows.Select(r => logits[r.b].narrow(0, r.from, 39 - r.from)).ToList(), 0);
+            var targets = cat(rows.Select(r => blocks[r.b].narrow(0, r.from + 1, 39 - r.from)).ToList(), 0);
+            var loss = nn.functional.cross_entropy(predicted, targets);
+            Assert.Equal(loss.item<float>(), masked, 4);
+            loss.backward();
+        }
+        foreach (var (name, grad) in Grads(model))
+            Assert.True(MaxRelDiff(grad, maskedGrads[name]) < 1e-4, $"{name}: {MaxRelDiff(grad, maskedGrads[name])}");
+        Assert.Throws<ArgumentException>(() => new CausalLanguageModel(model).ForwardBackward(blocks, 1.0, [39, 39, 39]));
+    }
+
+    [Fact]
+    public void WithATitleInEveryBlockABlockCutInsideAPaperStartsWithItsPromptAndNoTokenIsSkippedOrRepeated()
+    {
+        using var dir = TestModels.TempDir();
+        using var split = TokenSplit.Open(TestData.Prepared(dir.Path), "train");
+        var plain = new BlockDataset(split, 100);
+        var titled = new BlockDataset(split, 100, titleInEveryBlock: true);
+        Assert.Null(plain.UntrainedPositions([0, 1]));
+        var stream = new List<long>();
+        int repeated = 0, insideAbstracts = 0;
+        for (int b = 0; b < titled.BlockCount; b++)
+        {
+            using var batch = titled.Batch([b]);
+            long[] row = batch.data<long>().ToArray();
+            int prompt = titled.RepeatedPromptLength(b);
+            long start = stream.Count; // where this block's share of the stream begins
+            stream.AddRange(row[prompt..]);
+            Assert.Equal(Math.Max(0, prompt - 1), titled.UntrainedPositions([b])![0]);
+            var paper = split.Examples.Last(e => e.Offset <= start);
+            if (start == paper.Offset)
+            {
+                Assert.Equal(0, prompt); // a block starting at a paper's start needs nothing repeated
+                continue;
+            }
+            repeated++;
+            // The repeated tokens are the paper's own opening, up to the cut or to its <|sep|>, whichever comes first.
+            Assert.Equal(split.Slice(paper.Offset, prompt).ToArray().Select(t => (long)t), row[..prompt]);
+            int sep = split.Slice(paper.Offset, paper.Length).IndexOf((ushort)Gpt2Tokenizer.Separator);
+            Assert.Equal(Math.Min(start - paper.Offset, sep + 1), prompt);
+            if (start > paper.Offset + sep)
+            {
+                insideAbstracts++;
+                Assert.Equal(Gpt2Tokenizer.Separator, row[prompt - 1]);
+            }
+        }
+        Assert.Equal(split.Slice(0, stream.Count).ToArray().Select(t => (long)t), stream); // the stream in order, each token once
+        // Papers here are ~59 tokens, their prompts ~17: cuts fall in abstracts and in titles.
+        Assert.True(insideAbstracts > titled.BlockCount / 3, $"{insideAbstracts} of {titled.BlockCount} blocks start inside an abstract");
+        Assert.True(repeated > insideAbstracts, "no block was cut inside a title");
+        Assert.True(titled.BlockCount > plain.BlockCount); // the repeated prompts take room, so the stream needs more blocks
+    }
+
+    [Fact]
     public void LongBlocksSpanSeveralLossChunksAndStillMatch()
     {
         using var model = TestModels.Random(s_config with { VocabSize = 300, BlockSize = 400 });
@@ -159,9 +227,9 @@ public sealed class TrainingTests
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void AMuonRunLearnsAccumulatesAndResumesExactly(bool bf16)
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    public void AMuonRunLearnsAccumulatesAndResumesExactly(bool bf16, bool titleInEveryBlock)
     {
         using var dir = TestModels.TempDir();
         string data = TestData.Prepared(dir.Path, papers: 40, words: 30);
@@ -170,6 +238,7 @@ public sealed class TrainingTests
         {
             Optimizer = OptimizerKind.Muon, MuonLearningRate = 0.02, LearningRate = 3e-3, GradientAccumulation = 2, MaxSteps = 8,
             Dropout = 0.1, Precision = bf16 ? Precision.Bf16 : Precision.Fp32, Schedule = LearningRateShape.Wsd, WsdDecayShare = 0.5,
+            TitleInEveryBlock = titleInEveryBlock, BlockSize = 48,
         };
         var straight = new Trainer(options, TextWriter.Null).Run();
 
