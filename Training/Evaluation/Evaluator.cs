@@ -62,7 +62,25 @@ public static class Evaluator
     public static IReadOnlyList<LossReport> PerCategory(ITrainableModel model, TokenSplit split, int blockSize, int batchSize, int maxExamples = 0)
     {
         var examples = split.Examples.Take(maxExamples > 0 ? maxExamples : int.MaxValue).ToList();
+        return PerCategory(examples, Score(model, [.. examples.Select(e => Tokens(split, e, blockSize))], batchSize));
+    }
+
+    /// <summary>
+    /// <see cref="PerCategory(ITrainableModel, TokenSplit, int, int, int)"/> and <see cref="TitleGain"/> from one pass
+    /// with the titles and one without: a causal model's loss at a position does not depend on the tokens after it, so
+    /// the per-category pass over each example's first <paramref name="blockSize"/> tokens already holds every loss
+    /// the title gain needs with the title in view. Two passes where the two reports alone take three.
+    /// </summary>
+    public static (IReadOnlyList<LossReport> PerCategory, IReadOnlyList<TitleGainReport> TitleGain) PerCategoryAndTitleGain(
+        ITrainableModel model, TokenSplit split, int blockSize, int batchSize, int maxExamples = 0)
+    {
+        var examples = split.Examples.Take(maxExamples > 0 ? maxExamples : int.MaxValue).ToList();
         var losses = Score(model, [.. examples.Select(e => Tokens(split, e, blockSize))], batchSize);
+        return (PerCategory(examples, losses), ScoreTitleGain(model, split, examples, blockSize, batchSize, losses));
+    }
+
+    private static IReadOnlyList<LossReport> PerCategory(IReadOnlyList<ExampleSpan> examples, float[][] losses)
+    {
         var sums = new Dictionary<ArxivCategory, (double Loss, long Tokens, long Examples)>();
         for (int i = 0; i < examples.Count; i++)
         {
@@ -85,15 +103,22 @@ public static class Evaluator
     /// <paramref name="blockSize"/> after the full prompt, the same ones in both, per category and overall, and split into
     /// the first <see cref="OpeningTokens"/> and the rest.
     /// </summary>
-    public static IReadOnlyList<TitleGainReport> TitleGain(ITrainableModel model, TokenSplit split, int blockSize, int batchSize, int maxExamples = 0)
+    public static IReadOnlyList<TitleGainReport> TitleGain(ITrainableModel model, TokenSplit split, int blockSize, int batchSize, int maxExamples = 0) =>
+        ScoreTitleGain(model, split, [.. split.Examples.Take(maxExamples > 0 ? maxExamples : int.MaxValue)], blockSize, batchSize, withTitleLosses: null);
+
+    /// <param name="withTitleLosses">Per example, the losses of its first <paramref name="blockSize"/> tokens scored
+    /// whole, if a caller has them; null: the abstracts are scored after their titles here.</param>
+    private static IReadOnlyList<TitleGainReport> ScoreTitleGain(ITrainableModel model, TokenSplit split, IReadOnlyList<ExampleSpan> examples, int blockSize, int batchSize,
+        float[][]? withTitleLosses)
     {
-        var examples = split.Examples.Take(maxExamples > 0 ? maxExamples : int.MaxValue).ToList();
         var tags = Enum.GetValues<ArxivCategory>().ToDictionary(c => c, c => Gpt2Tokenizer.Shared.Encode(PaperFormat.Tag(c)));
         var withTitle = new List<int[]>(examples.Count);
         var withoutTitle = new List<int[]>(examples.Count);
         var scored = new List<(ArxivCategory Category, int Prompt, int BarePrompt, int Count)>(examples.Count);
-        foreach (var e in examples)
+        var scoredExamples = new List<int>(examples.Count);
+        for (int index = 0; index < examples.Count; index++)
         {
+            var e = examples[index];
             int[] tokens = Tokens(split, e, int.MaxValue);
             int sep = Array.IndexOf(tokens, Gpt2Tokenizer.Separator);
             int end = Array.IndexOf(tokens, Gpt2Tokenizer.EndOfText);
@@ -104,11 +129,13 @@ public static class Evaluator
             int count = Math.Min((end < 0 ? tokens.Length : end) - prompt, blockSize - prompt);
             if (count <= 0)
                 continue; // a title that fills the block leaves no abstract token to compare
-            withTitle.Add(tokens[..(prompt + count)]);
+            if (withTitleLosses is null)
+                withTitle.Add(tokens[..(prompt + count)]);
             withoutTitle.Add([.. tag, Gpt2Tokenizer.Separator, .. tokens.AsSpan(prompt, count)]);
             scored.Add((e.Category, prompt, barePrompt, count));
+            scoredExamples.Add(index);
         }
-        var given = Score(model, withTitle, batchSize);
+        var given = withTitleLosses is null ? Score(model, withTitle, batchSize) : [.. scoredExamples.Select(i => withTitleLosses[i])];
         var bare = Score(model, withoutTitle, batchSize);
         var sums = new Dictionary<string, TitleGainSums>();
         for (int i = 0; i < scored.Count; i++)

@@ -55,6 +55,31 @@ public sealed class TitleGainTests
     }
 
     [Fact]
+    public void ReusingThePerCategoryPassGivesTheSameReportsAsScoringSeparately()
+    {
+        using var dir = TestModels.TempDir();
+        string data = TestData.Prepared(dir.Path, papers: 40, words: 50);
+        using var split = TokenSplit.Open(data, "train");
+        var model = new CopyingModel();
+        foreach (int block in new[] { 48, 512 }) // cut examples, and whole ones ending in <|endoftext|>
+        {
+            var (perCategory, gains) = Evaluator.PerCategoryAndTitleGain(model, split, block, batchSize: 3, maxExamples: 30);
+            var alone = Evaluator.PerCategory(model, split, block, batchSize: 5, maxExamples: 30);
+            var gainsAlone = Evaluator.TitleGain(model, split, block, batchSize: 5, maxExamples: 30);
+            Assert.Equal(alone.Select(r => (r.Name, r.Tokens, r.Examples)), perCategory.Select(r => (r.Name, r.Tokens, r.Examples)));
+            for (int i = 0; i < alone.Count; i++)
+                Assert.Equal(alone[i].Loss, perCategory[i].Loss, 9);
+            Assert.Equal(gainsAlone.Select(r => (r.Name, r.Tokens, r.Examples)), gains.Select(r => (r.Name, r.Tokens, r.Examples)));
+            for (int i = 0; i < gainsAlone.Count; i++)
+            {
+                Assert.Equal(gainsAlone[i].LossWithTitle, gains[i].LossWithTitle, 9);
+                Assert.Equal(gainsAlone[i].Gain, gains[i].Gain, 9);
+                Assert.Equal(gainsAlone[i].LaterGain, gains[i].LaterGain);
+            }
+        }
+    }
+
+    [Fact]
     public void AModelThatIgnoresTheTitleGainsNothing()
     {
         using var dir = TestModels.TempDir();
