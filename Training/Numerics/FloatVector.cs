@@ -94,7 +94,7 @@ internal unsafe interface IFloatVector<TSelf> where TSelf : unmanaged, IFloatVec
 /// <summary>The vector width the kernels run at on this CPU, chosen once, and the name benchmarks and logs print.</summary>
 public static class Simd
 {
-    /// <summary>Bits per vector: 512, 256 or 128 (the widest the runtime accelerates; DOTNET_EnableAVX512F=0 or
+    /// <summary>Bits per vector: 512, 256 or 128 (the widest the runtime accelerates; DOTNET_EnableAVX512=0 or
     /// DOTNET_EnableAVX2=0 narrow it for a process).</summary>
     public static int Width { get; } =
         Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : Vector128.IsHardwareAccelerated ? 128 : 0;
