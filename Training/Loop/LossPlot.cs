@@ -83,7 +83,7 @@ public static class LossPlot
         plot.Title(title);
         plot.XLabel("minutes since the run started");
         plot.YLabel(yLabel);
-        plot.ShowLegend();
+        plot.ShowLegend(ScottPlot.Alignment.UpperRight); // the curves end low on the right, where the default corner would hide them
         Save(plot, path);
     }
 
