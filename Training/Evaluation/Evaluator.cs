@@ -114,8 +114,7 @@ public static class Evaluator
         var tags = Enum.GetValues<ArxivCategory>().ToDictionary(c => c, c => Gpt2Tokenizer.Shared.Encode(PaperFormat.Tag(c)));
         var withTitle = new List<int[]>(examples.Count);
         var withoutTitle = new List<int[]>(examples.Count);
-        var scored = new List<(ArxivCategory Category, int Prompt, int BarePrompt, int Count)>(examples.Count);
-        var scoredExamples = new List<int>(examples.Count);
+        var scored = new List<(int Example, ArxivCategory Category, int Prompt, int BarePrompt, int Count)>(examples.Count);
         for (int index = 0; index < examples.Count; index++)
         {
             var e = examples[index];
@@ -132,15 +131,14 @@ public static class Evaluator
             if (withTitleLosses is null)
                 withTitle.Add(tokens[..(prompt + count)]);
             withoutTitle.Add([.. tag, Gpt2Tokenizer.Separator, .. tokens.AsSpan(prompt, count)]);
-            scored.Add((e.Category, prompt, barePrompt, count));
-            scoredExamples.Add(index);
+            scored.Add((index, e.Category, prompt, barePrompt, count));
         }
-        var given = withTitleLosses is null ? Score(model, withTitle, batchSize) : [.. scoredExamples.Select(i => withTitleLosses[i])];
+        var given = withTitleLosses is null ? Score(model, withTitle, batchSize) : [.. scored.Select(s => withTitleLosses[s.Example])];
         var bare = Score(model, withoutTitle, batchSize);
         var sums = new Dictionary<string, TitleGainSums>();
         for (int i = 0; i < scored.Count; i++)
         {
-            var (category, prompt, barePrompt, count) = scored[i];
+            var (_, category, prompt, barePrompt, count) = scored[i];
             foreach (string name in new[] { PaperFormat.ArxivName(category), "overall" })
             {
                 var s = sums.TryGetValue(name, out var found) ? found : sums[name] = new TitleGainSums();

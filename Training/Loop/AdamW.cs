@@ -30,13 +30,7 @@ public sealed class AdamW : IOptimizer
         (Beta1, Beta2, Epsilon) = (beta1, beta2, epsilon);
         foreach (var (name, p) in parameters)
         {
-            Tensor? master = null;
-            if (p.dtype != ScalarType.Float32)
-            {
-                if (masters is null || !masters.TryGetValue(name, out var source))
-                    throw new ArgumentException($"Parameter {name} is {p.dtype}; an fp32 master value is needed", nameof(masters));
-                master = source.detach().to(ScalarType.Float32, copy: true).DetachFromDisposeScope();
-            }
+            var master = OptimizerState.Master(name, p, masters);
             var like = master ?? p;
             _state.Add((name, p, UsesWeightDecay(name), zeros_like(like).DetachFromDisposeScope(), zeros_like(like).DetachFromDisposeScope(), master));
         }
@@ -121,18 +115,17 @@ public sealed class AdamW : IOptimizer
     public void Load(string path, long steps)
     {
         using var reader = new SafeTensorsReader(path);
+        Load(reader, path, steps);
+    }
+
+    /// <summary>Restores the moments from an open file (Muon reads its own state from the same one).</summary>
+    internal void Load(SafeTensorsReader reader, string path, long steps)
+    {
         using var _ = no_grad();
         foreach (var (name, p, _, m, v, _) in _state)
         {
-            foreach (var (key, target) in new[] { ("exp_avg." + name, m), ("exp_avg_sq." + name, v) })
-            {
-                if (!reader.Entries.TryGetValue(key, out var entry))
-                    throw new InvalidDataException($"{path}: missing {key}; the optimizer state does not belong to this model");
-                if (!entry.Shape.SequenceEqual(p.shape))
-                    throw new InvalidDataException($"{path}: {key} has shape {entry.ShapeText}, the parameter is [{string.Join(", ", p.shape)}]");
-                using var t = reader.Read(entry);
-                target.copy_(t);
-            }
+            OptimizerState.Restore(reader, path, "exp_avg." + name, p, m, "this model");
+            OptimizerState.Restore(reader, path, "exp_avg_sq." + name, p, v, "this model");
         }
         Steps = steps;
     }

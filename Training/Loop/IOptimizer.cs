@@ -1,3 +1,4 @@
+using OrleansGpt.Training.Model;
 using OrleansGpt.Training.Numerics;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -46,6 +47,33 @@ public interface IOptimizer : IDisposable
 
     /// <summary>One line for the start-up summary: the settings and which parameters each part updates.</summary>
     string Describe();
+}
+
+/// <summary>What AdamW and Muon keep alike: fp32 masters for a model not in fp32, and state tensors read back checked.</summary>
+internal static class OptimizerState
+{
+    /// <summary>An fp32 copy of the parameter's master value for a parameter not in fp32; null for an fp32 one.</summary>
+    public static Tensor? Master(string name, Parameter p, IReadOnlyDictionary<string, Tensor>? masters)
+    {
+        if (p.dtype == ScalarType.Float32)
+            return null;
+        if (masters is null || !masters.TryGetValue(name, out var source))
+            throw new ArgumentException($"Parameter {name} is {p.dtype}; an fp32 master value is needed", nameof(masters));
+        return source.detach().to(ScalarType.Float32, copy: true).DetachFromDisposeScope();
+    }
+
+    /// <summary>Copies the saved tensor <paramref name="key"/> into <paramref name="target"/>, refusing a missing one or
+    /// one whose shape is not the parameter's.</summary>
+    /// <param name="owner">Whose state the file should hold, for the message ("this model").</param>
+    public static void Restore(SafeTensorsReader reader, string path, string key, Parameter p, Tensor target, string owner)
+    {
+        if (!reader.Entries.TryGetValue(key, out var entry))
+            throw new InvalidDataException($"{path}: missing {key}; the optimizer state does not belong to {owner}");
+        if (!entry.Shape.SequenceEqual(p.shape))
+            throw new InvalidDataException($"{path}: {key} has shape {entry.ShapeText}, the parameter is [{string.Join(", ", p.shape)}]");
+        using var t = reader.Read(entry);
+        target.copy_(t);
+    }
 }
 
 /// <summary>torch's clip_grad_norm_ over one global norm, whichever optimizer owns the parameters.</summary>

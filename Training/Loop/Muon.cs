@@ -66,13 +66,7 @@ public sealed class Muon : IOptimizer
             int blocks = BlocksOf(name);
             if (p.shape[1] % blocks != 0)
                 throw new ArgumentException($"{name} is [{string.Join(", ", p.shape)}]; its columns do not split into {blocks} blocks", nameof(parameters));
-            Tensor? master = null;
-            if (p.dtype != ScalarType.Float32)
-            {
-                if (masters is null || !masters.TryGetValue(name, out var source))
-                    throw new ArgumentException($"Parameter {name} is {p.dtype}; an fp32 master value is needed", nameof(masters));
-                master = source.detach().to(ScalarType.Float32, copy: true).DetachFromDisposeScope();
-            }
+            var master = OptimizerState.Master(name, p, masters);
             _matrices.Add(new Matrix(name, p, blocks, zeros_like(master ?? p, dtype: ScalarType.Float32).DetachFromDisposeScope(), master));
         }
         _rest = new AdamW(rest, weightDecay, masters, beta2: beta2);
@@ -161,19 +155,11 @@ public sealed class Muon : IOptimizer
 
     public void Load(string path, long steps)
     {
-        _rest.Load(path, steps);
         using var reader = new SafeTensorsReader(path);
+        _rest.Load(reader, path, steps);
         using var _ = no_grad();
         foreach (var m in _matrices)
-        {
-            string key = StatePrefix + m.Name;
-            if (!reader.Entries.TryGetValue(key, out var entry))
-                throw new InvalidDataException($"{path}: missing {key}; the optimizer state does not belong to a Muon run of this model");
-            if (!entry.Shape.SequenceEqual(m.Parameter.shape))
-                throw new InvalidDataException($"{path}: {key} has shape {entry.ShapeText}, the parameter is [{string.Join(", ", m.Parameter.shape)}]");
-            using var t = reader.Read(entry);
-            m.Momentum.copy_(t);
-        }
+            OptimizerState.Restore(reader, path, StatePrefix + m.Name, m.Parameter, m.Momentum, "a Muon run of this model");
         Steps = steps;
     }
 
