@@ -73,7 +73,12 @@ public sealed class SiloProcess : IAsyncDisposable
         while (true)
         {
             if (!Running)
+            {
+                // The output handlers may still be writing the last lines (the reason it stopped): the parameterless
+                // wait returns once both redirected streams have reached their end.
+                _process?.WaitForExit();
                 throw new InvalidOperationException($"silo {Node} exited with {_process?.ExitCode}:\n{LogTail()}");
+            }
             try
             {
                 using var response = await Http.GetAsync("/healthz");
