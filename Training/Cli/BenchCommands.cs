@@ -144,7 +144,7 @@ internal static class BenchCommands
         var context = new Option<int>("--context") { Description = "Positions each row attends to (a 32-token prompt halfway through 128 new tokens: 96)", DefaultValueFactory = _ => 96 };
         var repeats = new Option<int>("--repeats") { Description = "Timed repeats of each part (the median is printed)", DefaultValueFactory = _ => 21 };
         var kernel = CommandLine.KernelOption();
-        kernel.Description = $"Decode steps: own (products of up to {SmallBatchMatMul.MaxRows} rows, and attention) or torch";
+        kernel.Description = $"Decode steps: own (products of up to {SmallBatchMatMul.MaxRowsText}, and attention) or torch";
         var command = new Command("profile", "Print where one decode step's time goes (each part timed alone at the step's shapes) beside the whole step timed through the engine's path")
         {
             model, dtype, batches, context, repeats, kernel,

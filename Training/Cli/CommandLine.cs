@@ -39,7 +39,7 @@ internal static class CommandLine
     /// <param name="ownKernels">The help's opening for another use, up to the open parenthesis's list: "Training: own (...".</param>
     public static Option<string> KernelOption(string? ownKernels = null) => new("--kernel")
     {
-        Description = $"{ownKernels ?? $"Decode steps: own (products of up to {Numerics.SmallBatchMatMul.MaxRows} rows and attention over a cache in the model's dtype"}; at the widest vectors this CPU has: AVX-512, AVX2 or SSE/NEON), torch, or both comma-separated to compare",
+        Description = $"{ownKernels ?? $"Decode steps: own (products of up to {Numerics.SmallBatchMatMul.MaxRowsText}, and attention over a cache in the model's dtype"}; at the widest vectors this CPU has: AVX-512, AVX2 or SSE/NEON), torch, or both comma-separated to compare",
         DefaultValueFactory = _ => "own",
     };
 

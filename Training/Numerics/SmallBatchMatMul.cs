@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using OrleansGpt.Training.Model;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -20,15 +21,28 @@ namespace OrleansGpt.Training.Numerics;
 /// <para>Numerics: products accumulate in fp32 in input order, one row at a time, so a row's result does not depend on
 /// the other rows in the batch; bf16 results are rounded once, to nearest even, after the bias is added.</para>
 /// <para>Used only where it applies (<see cref="Applies(long, ScalarType, Device)"/>): inference (no autograd), CPU, at most
-/// <see cref="MaxRows"/> rows. Everything else goes through libtorch.</para>
+/// <see cref="MaxRows"/> rows (24 or 64, by CPU). Everything else goes through libtorch.</para>
 /// </remarks>
 public static unsafe class SmallBatchMatMul
 {
-    /// <summary>The most rows a product is done here for. With more rows the products stop being bound by reading the
-    /// weights, and libtorch's GEMM (bf16 dot-product instructions, which .NET does not expose) catches up: whole decode
-    /// steps of GPT-2 small measured here, ours against libtorch's, bf16 28.3 / 31.4 ms at 16 rows, 40.5 / 42.0 at 24,
-    /// 51.4 / 48.6 at 32 (fp32 57.7 / 69.2, 82.7 / 86.8, 105.0 / 101.6).</summary>
-    public const int MaxRows = 24;
+    /// <summary>
+    /// The most rows a product of <paramref name="dtype"/> is done here for on this CPU. With more rows the products
+    /// stop being bound by reading the weights and a GEMM that blocks for reuse catches up. On AVX-512 with bf16
+    /// dot-product instructions libtorch's did at ~32 rows: whole decode steps of GPT-2 small, ours against libtorch's,
+    /// bf16 28.3 / 31.4 ms at 16 rows, 40.5 / 42.0 at 24, 51.4 / 48.6 at 32 (fp32 57.7 / 69.2, 82.7 / 86.8, 105.0 /
+    /// 101.6). Where libtorch would emulate bf16 (no bf16 instructions) the other path widens every weight each step,
+    /// and on AVX2 libtorch's fp32 GEMM stays behind: on a Zen 3 (AVX2) host, decode tok/s ours against libtorch's, bf16
+    /// 372 / 152 at 32 rows and 392 / 278 at 64, fp32 333 / 226 and 361 / 269.
+    /// </summary>
+    public static int MaxRows(ScalarType dtype) =>
+        Simd.Width >= 512 && (dtype != ScalarType.BFloat16 || PrecisionSupport.CpuHasNativeBf16) ? 24 : MostRows;
+
+    /// <summary>The row limits on this CPU, for help texts: "24 rows in fp32 and 64 in bf16".</summary>
+    public static string MaxRowsText =>
+        $"{MaxRows(ScalarType.Float32)} rows in fp32 and {MaxRows(ScalarType.BFloat16)} in bf16 on this CPU";
+
+    /// <summary>The most rows <see cref="MaxRows"/> gives on any CPU (the ragged end's stack buffer is sized by it).</summary>
+    public const int MostRows = 64;
 
     /// <summary>The widest tile (4 vectors of 16 floats); the ragged end past the last whole tile is at most this.</summary>
     private const int Tile = 64;
@@ -53,11 +67,11 @@ public static unsafe class SmallBatchMatMul
 
     /// <summary>Whether products of <paramref name="rows"/> rows in <paramref name="dtype"/> on <paramref name="device"/> are done here.</summary>
     public static bool Applies(long rows, ScalarType dtype, Device device) =>
-        DecodeKernels.Active && rows is > 0 and <= MaxRows && device.type == DeviceType.CPU
+        DecodeKernels.Active && rows > 0 && rows <= MaxRows(dtype) && device.type == DeviceType.CPU
         && dtype is ScalarType.Float32 or ScalarType.BFloat16 && !is_grad_enabled();
 
     /// <summary>x W + b over a weight in its (in, out) layout.</summary>
-    /// <param name="x">Inputs (rows, in), rows at most <see cref="MaxRows"/>.</param>
+    /// <param name="x">Inputs (rows, in), rows at most <see cref="MaxRows"/> of its dtype.</param>
     /// <param name="weight">Weights (in, out), contiguous, x's dtype.</param>
     /// <param name="bias">Bias (out) in x's dtype, or null.</param>
     /// <returns>(rows, out) in x's dtype.</returns>
@@ -73,7 +87,7 @@ public static unsafe class SmallBatchMatMul
     }
 
     /// <summary>x W + b over a weight packed in panels (<see cref="PackedWeight"/>): the layout decode steps read.</summary>
-    /// <param name="x">Inputs (rows, in), rows at most <see cref="MaxRows"/>.</param>
+    /// <param name="x">Inputs (rows, in), rows at most <see cref="MaxRows"/> of its dtype.</param>
     /// <param name="weight">The packed (in, out) weight, in x's dtype, packed at the width the kernels run now.</param>
     /// <param name="bias">Bias (out) in x's dtype, or null.</param>
     /// <returns>(rows, out) in x's dtype.</returns>
@@ -90,8 +104,8 @@ public static unsafe class SmallBatchMatMul
 
     private static Tensor Multiply(Tensor x, Tensor weight, WeightLayout layout, Tensor? bias)
     {
-        if (x.shape[0] > MaxRows)
-            throw new ArgumentOutOfRangeException(nameof(x), x.shape[0], $"at most {MaxRows} rows");
+        if (x.shape[0] > MaxRows(x.dtype))
+            throw new ArgumentOutOfRangeException(nameof(x), x.shape[0], $"at most {MaxRows(x.dtype)} rows of {x.dtype} on this CPU");
         if (bias is not null && (bias.NumberOfElements != layout.Out || !bias.is_contiguous() || bias.dtype != x.dtype))
             throw new ArgumentException($"The bias must be {layout.Out} contiguous values of {x.dtype}", nameof(bias));
 
@@ -391,7 +405,7 @@ public static unsafe class SmallBatchMatMul
         private void Ragged(int j0, int j1)
         {
             int width = j1 - j0;
-            Span<float> sums = stackalloc float[MaxRows * Tile];
+            Span<float> sums = stackalloc float[MostRows * Tile];
             sums.Clear();
             for (int i = 0; i < In; i++)
             {

@@ -23,9 +23,22 @@ public sealed class SmallBatchMatMulTests
     [InlineData(ScalarType.BFloat16, 2, false)]
     [InlineData(ScalarType.BFloat16, 5, true)]
     [InlineData(ScalarType.BFloat16, 8, true)]
-    [InlineData(ScalarType.Float32, SmallBatchMatMul.MaxRows, true)]
-    [InlineData(ScalarType.BFloat16, SmallBatchMatMul.MaxRows - 1, false)]
-    public void GivesLibTorchsProductInEveryColumn(ScalarType dtype, int rows, bool withBias)
+    [InlineData(ScalarType.Float32, 24, true)]
+    [InlineData(ScalarType.BFloat16, 23, false)]
+    public void GivesLibTorchsProductInEveryColumn(ScalarType dtype, int rows, bool withBias) =>
+        AssertGivesLibTorchsProduct(dtype, rows, withBias);
+
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void GivesLibTorchsProductAtTheMostRowsThisCpuTakes(ScalarType dtype)
+    {
+        // 24 rows with AVX-512 (where libtorch's GEMM catches up), 64 elsewhere: the most rows' row groups and ragged end.
+        AssertGivesLibTorchsProduct(dtype, SmallBatchMatMul.MaxRows(dtype), withBias: true);
+        AssertGivesLibTorchsProduct(dtype, SmallBatchMatMul.MaxRows(dtype) - 1, withBias: false);
+    }
+
+    private static void AssertGivesLibTorchsProduct(ScalarType dtype, int rows, bool withBias)
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
@@ -114,7 +127,9 @@ public sealed class SmallBatchMatMulTests
         using (no_grad())
         {
             Assert.Equal(DecodeKernels.IsSupported, SmallBatchMatMul.Applies(2, x, w));
-            Assert.False(SmallBatchMatMul.Applies(SmallBatchMatMul.MaxRows + 1, x, w)); // libtorch's GEMM blocks for reuse
+            Assert.False(SmallBatchMatMul.Applies(SmallBatchMatMul.MaxRows(x.dtype) + 1, x, w)); // a GEMM that blocks for reuse
+            Assert.False(SmallBatchMatMul.Applies(SmallBatchMatMul.MostRows + 1, x, w));
+            Assert.True(SmallBatchMatMul.MaxRows(x.dtype) is 24 or SmallBatchMatMul.MostRows);
             Assert.False(SmallBatchMatMul.Applies(2, x.to(ScalarType.Float16), w.to(ScalarType.Float16)));
             Assert.False(SmallBatchMatMul.Applies(2, x, w.to(ScalarType.BFloat16)));
         }
