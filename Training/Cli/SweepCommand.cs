@@ -8,7 +8,7 @@ namespace OrleansGpt.Training.Cli;
 /// <summary>sweep: one training run per value of one setting, as the paper's Tables 4 to 8.</summary>
 internal static class SweepCommand
 {
-    private static readonly string[] s_settings = ["grad-accum", "block-size", "weight-decay", "epochs", "batch-size", "lr", "shape", "warmup-steps", "dtype", "beta2", "optimizer", "muon-lr", "muon-momentum", "wsd-decay", "title-in-every-block"];
+    private static readonly string[] s_settings = ["grad-accum", "block-size", "weight-decay", "epochs", "batch-size", "lr", "shape", "warmup-steps", "dtype", "beta2", "optimizer", "muon-lr", "muon-momentum", "wsd-decay", "title-in-every-block", "abstract-only-loss"];
 
     public static void AddTo(RootCommand root)
     {
@@ -77,10 +77,12 @@ internal static class SweepCommand
             "optimizer" => Enum.TryParse<OptimizerKind>(value, ignoreCase: true, out var kind) && !int.TryParse(value, out _)
                 ? o with { Optimizer = kind }
                 : throw new ArgumentException($"--vary optimizer: '{value}' is not adamw or muon"),
+            "muon-lr" or "muon-momentum" when o.Optimizer != OptimizerKind.Muon => throw new ArgumentException($"--vary {setting} applies only with --optimizer muon"),
             "muon-lr" => o with { MuonLearningRate = Real() },
             "muon-momentum" => o with { MuonMomentum = Real() },
             "wsd-decay" => o with { WsdDecayShare = Real() },
             "title-in-every-block" => bool.TryParse(value, out bool on) ? o with { TitleInEveryBlock = on } : throw new ArgumentException($"--vary title-in-every-block: '{value}' is not true or false"),
+            "abstract-only-loss" => bool.TryParse(value, out bool only) ? o with { AbstractOnlyLoss = only } : throw new ArgumentException($"--vary abstract-only-loss: '{value}' is not true or false"),
             // LAYERSxWIDTH: "layers vs width at fixed time" with --time-limit; the heads are ScratchConfig's (--heads,
             // else 64 wide as GPT-2's).
             "shape" => value.Split('x') is [var l, var w] && int.TryParse(l, NumberStyles.Integer, inv, out int layers) && int.TryParse(w, NumberStyles.Integer, inv, out int width)

@@ -59,9 +59,20 @@ internal static class TrainCommands
             Optimizer.AcceptOnlyFromAmong("adamw", "muon");
         }
 
-        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, Beta2, WarmupSteps, Schedule, WsdDecay, Optimizer, MuonLearningRate, MuonMomentum, MaxSteps, EvalEvery, EvalBlocks, TitleGainPapers, TitleInEveryBlock, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery, Layers, Heads, Width, TimeLimit];
+        public Option<bool> AbstractOnlyLoss { get; } = new("--abstract-only-loss") { Description = "Leave the prompts (<|CAT|> Title <|sep|>) out of the training loss, so only abstracts (and their <|endoftext|>) are learned; eval still scores every token" };
+        public IEnumerable<Option> All => [Data, Model, Init, BlockSize, BatchSize, GradAccum, LearningRate, Epochs, WeightDecay, Beta2, WarmupSteps, Schedule, WsdDecay, Optimizer, MuonLearningRate, MuonMomentum, MaxSteps, EvalEvery, EvalBlocks, TitleGainPapers, TitleInEveryBlock, AbstractOnlyLoss, MaxTrainBlocks, Seed, Dtype, Dropout, LogEvery, Layers, Heads, Width, TimeLimit];
 
-        public TrainOptions Read(ParseResult r, string output, bool resume) => new()
+        public TrainOptions Read(ParseResult r, string output, bool resume)
+        {
+            // A Muon setting beside AdamW would change nothing: say so rather than run what the user did not ask for.
+            var optimizer = Enum.Parse<OptimizerKind>(r.GetValue(Optimizer)!, ignoreCase: true);
+            foreach (var muonOnly in new Option[] { MuonLearningRate, MuonMomentum })
+                if (optimizer != OptimizerKind.Muon && r.GetResult(muonOnly) is { Implicit: false })
+                    throw new ArgumentException($"{muonOnly.Name} applies only with --optimizer muon (this run uses {optimizer.ToString().ToLowerInvariant()})");
+            return ReadOptions(r, output, resume);
+        }
+
+        private TrainOptions ReadOptions(ParseResult r, string output, bool resume) => new()
         {
             DataDirectory = r.GetValue(Data)!,
             OutputDirectory = output,
@@ -85,6 +96,7 @@ internal static class TrainCommands
             EvalBlocks = r.GetValue(EvalBlocks),
             TitleGainPapers = r.GetValue(TitleGainPapers),
             TitleInEveryBlock = r.GetValue(TitleInEveryBlock),
+            AbstractOnlyLoss = r.GetValue(AbstractOnlyLoss),
             MaxTrainBlocks = r.GetValue(MaxTrainBlocks),
             Seed = r.GetValue(Seed),
             Precision = CommandLine.ResolvePrecision(r.GetValue(Dtype)!),

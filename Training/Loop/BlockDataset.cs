@@ -15,9 +15,12 @@ namespace OrleansGpt.Training.Loop;
 /// <c>&lt;|CAT|&gt; Title &lt;|sep|&gt;</c> (or, where the cut falls in the title, the part of it before the cut),
 /// followed by the stream from the cut on: under plain concatenation about half the papers are cut, and their tails
 /// are learned with no title in view, which teaches the model that an abstract need not follow from its title. The
-/// repeated prompt's own next-token losses are not trained (<see cref="UntrainedPositions"/>): its tokens were
+/// repeated prompt's own next-token losses are not trained (<see cref="UntrainedTargets"/>): its tokens were
 /// learned where they first stood. The stream then advances by the block size less the prompt, so nothing is skipped
 /// or learned twice.
+/// <para>With <c>abstractOnlyLoss</c>, a position whose next token belongs to a paper's prompt (its category tag, title
+/// or <c>&lt;|sep|&gt;</c>) is not trained either, wherever the prompt stands: the model learns only to write abstracts
+/// (and to end them) from what precedes them, which is all generation asks of it.</para>
 /// </remarks>
 public sealed class BlockDataset
 {
@@ -25,15 +28,19 @@ public sealed class BlockDataset
     private readonly long[]? _starts;          // per block: where its share of the stream begins
     private readonly long[]? _promptOffsets;   // per block: where its repeated prompt begins in the stream
     private readonly int[]? _promptLengths;    // per block: the repeated prompt's tokens (0: none)
+    private readonly int[]? _examplePrompts;   // abstract-only loss: per example, its prompt's tokens
 
-    public BlockDataset(TokenSplit split, int blockSize, long maxBlocks = long.MaxValue, bool titleInEveryBlock = false)
+    public BlockDataset(TokenSplit split, int blockSize, long maxBlocks = long.MaxValue, bool titleInEveryBlock = false, bool abstractOnlyLoss = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(blockSize, 2);
         _split = split;
         BlockSize = blockSize;
         TitleInEveryBlock = titleInEveryBlock;
+        AbstractOnlyLoss = abstractOnlyLoss;
         if (titleInEveryBlock)
             (_starts, _promptOffsets, _promptLengths) = Layout(split, blockSize, maxBlocks);
+        if (abstractOnlyLoss)
+            _examplePrompts = [.. split.Examples.Select(e => PromptLength(split, e))];
         BlockCount = _starts?.Length ?? (int)Math.Min(split.TokenCount / blockSize, maxBlocks);
         if (BlockCount == 0)
             throw new ArgumentException($"The {split.Name} split has {split.TokenCount} tokens, not enough for one block of {blockSize}");
@@ -47,6 +54,9 @@ public sealed class BlockDataset
 
     /// <summary>Whether a block cut inside a paper starts with that paper's prompt.</summary>
     public bool TitleInEveryBlock { get; }
+
+    /// <summary>Whether positions predicting a prompt's tokens are left out of the loss.</summary>
+    public bool AbstractOnlyLoss { get; }
 
     /// <summary>The order blocks are visited in during <paramref name="epoch"/> (0-based).</summary>
     public int[] EpochOrder(long seed, int epoch)
@@ -73,16 +83,45 @@ public sealed class BlockDataset
         return tensor(ids, [blocks.Length, BlockSize]);
     }
 
-    /// <summary>Per row of <see cref="Batch"/>: how many leading positions predict a repeated prompt's tokens and so are
-    /// not trained; null when no block repeats one.</summary>
-    public int[]? UntrainedPositions(ReadOnlySpan<int> blocks)
+    /// <summary>Per position of <see cref="Batch"/> (B x T, row after row): true where its next token is not trained, being
+    /// a repeated prompt's or, under the abstract-only loss, any prompt's; null when every token is trained.</summary>
+    public bool[]? UntrainedTargets(ReadOnlySpan<int> blocks)
     {
-        if (_promptLengths is null)
+        if (_promptLengths is null && _examplePrompts is null)
             return null;
-        var untrained = new int[blocks.Length];
+        var untrained = new bool[blocks.Length * BlockSize];
         for (int b = 0; b < blocks.Length; b++)
-            untrained[b] = Math.Max(0, _promptLengths[blocks[b]] - 1); // the prompt's last token predicts the stream's first
+        {
+            int block = blocks[b], prompt = _promptLengths?[block] ?? 0;
+            var row = untrained.AsSpan(b * BlockSize, BlockSize);
+            // Position t predicts token t + 1: the repeated prompt's tokens 1 .. prompt - 1 (its last predicts the stream's first).
+            int first = Math.Max(0, prompt - 1);
+            row[..first].Fill(true);
+            if (_examplePrompts is not null) // position first's target is the stream's token (first + 1 - prompt) past the start
+                MarkPromptTargets((_starts?[block] ?? (long)block * BlockSize) + first + 1 - prompt, row[first..^1]);
+        }
         return untrained;
+    }
+
+    /// <summary>Flags each target of the stream from <paramref name="start"/> on (the target of into[i] is the stream's
+    /// token start + i) that is a prompt token: within an example's first <see cref="PromptLength"/> tokens.</summary>
+    private void MarkPromptTargets(long start, Span<bool> into)
+    {
+        var examples = _split.Examples;
+        int lo = 0, hi = examples.Count - 1; // the last example starting at or before start
+        while (lo < hi)
+        {
+            int mid = (lo + hi + 1) / 2;
+            if (examples[mid].Offset <= start) lo = mid; else hi = mid - 1;
+        }
+        for (int i = 0, k = lo; i < into.Length; i++)
+        {
+            long q = start + i;
+            while (k + 1 < examples.Count && examples[k + 1].Offset <= q)
+                k++;
+            if (q >= examples[k].Offset && q - examples[k].Offset < _examplePrompts![k])
+                into[i] = true;
+        }
     }
 
     /// <summary>How many tokens of a paper's prompt block <paramref name="block"/> repeats before its share of the stream.</summary>

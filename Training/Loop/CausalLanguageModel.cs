@@ -21,9 +21,10 @@ public interface ITrainableModel
     /// every parameter's gradient and returns that mean loss.
     /// </summary>
     /// <param name="blocks">Token ids (B, T); position t predicts token t + 1 within each block.</param>
-    /// <param name="untrainedPositions">Per row, how many leading positions are left out of the loss (a repeated prompt,
-    /// <see cref="BlockDataset.UntrainedPositions"/>); null: none. The mean is over the positions trained.</param>
-    double ForwardBackward(Tensor blocks, double scale, int[]? untrainedPositions = null);
+    /// <param name="untrained">Per position (B x T, row after row): true where its next-token loss is left out (a repeated
+    /// prompt, a prompt under the abstract-only loss: <see cref="BlockDataset.UntrainedTargets"/>); null: none. The mean is
+    /// over the positions trained.</param>
+    double ForwardBackward(Tensor blocks, double scale, bool[]? untrained = null);
 
     /// <summary>Per row: the sum of next-token losses and the number of predicted tokens, without gradients.</summary>
     /// <param name="blocks">Token ids (B, T).</param>
@@ -66,10 +67,12 @@ public sealed class CausalLanguageModel(Gpt model) : ITrainableModel
 
     public void SetTraining(bool on) => Model.train(on);
 
-    public double ForwardBackward(Tensor blocks, double scale, int[]? untrainedPositions = null)
+    public double ForwardBackward(Tensor blocks, double scale, bool[]? untrained = null)
     {
         long B = blocks.shape[0], T = blocks.shape[1];
-        // Position p predicts token p + 1; a block's last position and a row's untrained lead predict nothing.
+        if (untrained is not null && untrained.Length != B * T)
+            throw new ArgumentException($"{untrained.Length} untrained flags for {B} x {T} positions", nameof(untrained));
+        // Position p predicts token p + 1; a block's last position and an untrained position predict nothing.
         long[] targets = new long[B * T];
         long predictions = 0;
         using (var ids = blocks.to(ScalarType.Int64).cpu().contiguous())
@@ -78,13 +81,13 @@ public sealed class CausalLanguageModel(Gpt model) : ITrainableModel
             for (long p = 0; p < B * T; p++)
             {
                 long t = p % T;
-                bool trained = t < T - 1 && t >= (untrainedPositions?[p / T] ?? 0);
+                bool trained = t < T - 1 && !(untrained?[p] ?? false);
                 targets[p] = trained ? tokens[p + 1] : SoftmaxCrossEntropy.NoTarget;
                 predictions += trained ? 1 : 0;
             }
         }
         if (predictions == 0)
-            throw new ArgumentException("No position of the batch is trained: every row's untrained lead covers it", nameof(untrainedPositions));
+            throw new ArgumentException("No position of the batch is trained: every one is flagged untrained", nameof(untrained));
         double lossSum = 0;
         using var scope = NewDisposeScope();
         var hidden = Model.Hidden(blocks); // (B, T, C), with the graph through the transformer

@@ -73,6 +73,11 @@ public sealed record TrainOptions
     /// abstract token is learned with its title in view. Evaluation blocks stay run_clm's.</summary>
     public bool TitleInEveryBlock { get; init; }
 
+    /// <summary>Train only on predicting abstracts: a position whose next token belongs to a paper's
+    /// <c>&lt;|CAT|&gt; Title &lt;|sep|&gt;</c> is left out of the loss (<see cref="BlockDataset"/>), so the model's capacity goes to
+    /// what generation asks of it. Evaluation still scores every token.</summary>
+    public bool AbstractOnlyLoss { get; init; }
+
     /// <summary>Use only the first N training blocks (a subset, for sweeps); null: all.</summary>
     public long? MaxTrainBlocks { get; init; }
 
@@ -133,6 +138,7 @@ public sealed record TrainOptions
         // Appended only where they differ from the defaults, so runs saved before these settings existed still resume.
         + (Schedule == LearningRateShape.Wsd && WsdDecayShare != LearningRateSchedule.DefaultWsdDecayShare ? ";wsd-decay=" + WsdDecayShare.ToString("R", System.Globalization.CultureInfo.InvariantCulture) : "")
         + (TitleInEveryBlock ? ";title-in-every-block" : "")
+        + (AbstractOnlyLoss ? ";abstract-only-loss" : "")
         + (Optimizer == OptimizerKind.Muon ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $";muon-lr={MuonLearningRate:R};muon-momentum={MuonMomentum:R}") : "");
 
     /// <summary>The model a run from scratch builds: the preset with the shape overrides and dropout applied.</summary>

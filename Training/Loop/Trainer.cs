@@ -64,7 +64,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
 
         using var trainSplit = TokenSplit.Open(o.DataDirectory, "train");
         using var evalSplit = TokenSplit.Open(o.DataDirectory, "eval");
-        var trainData = new BlockDataset(trainSplit, o.BlockSize, o.MaxTrainBlocks ?? long.MaxValue, o.TitleInEveryBlock);
+        var trainData = new BlockDataset(trainSplit, o.BlockSize, o.MaxTrainBlocks ?? long.MaxValue, o.TitleInEveryBlock, o.AbstractOnlyLoss);
         var evalData = new BlockDataset(evalSplit, o.BlockSize);
 
         NativeAllocator.KeepLargeBlocks();
@@ -149,7 +149,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
             {
                 var blocks = order.AsSpan((int)((firstMicro + micro) * o.BatchSize), o.BatchSize);
                 using var batch = trainData.Batch(blocks);
-                loss += lm.ForwardBackward(batch, 1.0 / o.GradientAccumulation, trainData.UntrainedPositions(blocks)) / o.GradientAccumulation;
+                loss += lm.ForwardBackward(batch, 1.0 / o.GradientAccumulation, trainData.UntrainedTargets(blocks)) / o.GradientAccumulation;
             }
             if (o.MaxGradNorm > 0)
                 optimizer.ClipGradNorm(o.MaxGradNorm);
@@ -270,6 +270,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
         string shape = o.Schedule == LearningRateShape.Wsd ? $"wsd, decaying over the last {o.WsdDecayShare * 100:0.#}%" : o.Schedule.ToString().ToLowerInvariant();
         log.WriteLine(string.Create(inv, $"lr {o.LearningRate} ({shape}, {o.WarmupSteps} warm-up steps), clip {o.MaxGradNorm}, {o.Precision.Name()}, seed {o.Seed}"));
         log.WriteLine($"optimizer: {optimizer.Describe()}");
+        log.WriteLine($"blocks: {(o.TitleInEveryBlock ? "a block cut inside a paper starts with its <|CAT|> Title <|sep|> (untrained)" : "run_clm's concatenation")}; loss on {(o.AbstractOnlyLoss ? "abstracts and their <|endoftext|> only (prompts untrained)" : "every token")}");
         if (startStep > 0)
             log.WriteLine($"resuming at step {startStep}");
     }

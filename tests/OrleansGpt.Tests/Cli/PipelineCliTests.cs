@@ -139,6 +139,15 @@ public sealed partial class PipelineCliTests
         var rate = Run("train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--optimizer", "muon", "--muon-lr", "0");
         Assert.Equal(1, rate.ExitCode);
         Assert.Contains("--muon-lr must be positive", rate.Stderr);
+        var stray = Run("train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--muon-momentum", "0.9");
+        Assert.Equal(1, stray.ExitCode);
+        Assert.Contains("--muon-momentum applies only with --optimizer muon", stray.Stderr);
+        var strayVary = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "muon-lr=0.01,0.02");
+        Assert.Equal(1, strayVary.ExitCode);
+        Assert.Contains("--vary muon-lr applies only with --optimizer muon", strayVary.Stderr);
+        var onlyIf = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "abstract-only-loss=true,maybe");
+        Assert.Equal(1, onlyIf.ExitCode);
+        Assert.Contains("'maybe' is not true or false", onlyIf.Stderr);
         var optimizers = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "optimizer=muon,sgd");
         Assert.Equal(1, optimizers.ExitCode);
         Assert.Contains("'sgd' is not adamw or muon", optimizers.Stderr);

@@ -102,7 +102,7 @@ public sealed class TitleGainTests
         public IReadOnlyList<(string Name, Parameter Parameter)> NamedParameters => [];
         public bool IsTraining { get; private set; }
         public void SetTraining(bool on) => IsTraining = on;
-        public double ForwardBackward(Tensor blocks, double scale, int[]? untrainedPositions = null) => throw new NotSupportedException();
+        public double ForwardBackward(Tensor blocks, double scale, bool[]? untrained = null) => throw new NotSupportedException();
 
         public float[][] TokenLosses(Tensor blocks, int[]? lengths = null)
         {

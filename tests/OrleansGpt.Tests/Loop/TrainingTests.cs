@@ -44,7 +44,12 @@ public sealed class TrainingTests
         using var model = TestModels.Random(s_config with { VocabSize = 300 });
         model.train();
         using var blocks = randint(0, 300, [3, 40]);
-        int[] untrained = [5, 0, 39]; // the last row trains nothing
+        // Row 0: a lead of 5 and three scattered positions (a repeated prompt, then prompts under the abstract-only
+        // loss); row 1: none; row 2: every one, so it trains nothing.
+        var untrained = new bool[3 * 40];
+        for (int t = 0; t < 5; t++) untrained[t] = true;
+        untrained[12] = untrained[13] = untrained[30] = true;
+        for (int t = 0; t < 40; t++) untrained[80 + t] = true;
         double masked = new CausalLanguageModel(model).ForwardBackward(blocks, 1.0, untrained);
         var maskedGrads = Grads(model);
         ZeroGrads(model);
@@ -52,16 +57,88 @@ public sealed class TrainingTests
         using (var scope = NewDisposeScope())
         {
             var logits = model.forward(blocks); // (B, T, V)
-            var rows = Enumerable.Range(0, 3).Where(b => untrained[b] < 39).Select(b => (b, from: untrained[b])).ToList();
-            var predicted = cat(rows.Select(r => logits[r.b].narrow(0, r.from, 39 - r.from)).ToList(), 0);
-            var targets = cat(rows.Select(r => blocks[r.b].narrow(0, r.from + 1, 39 - r.from)).ToList(), 0);
+            var kept = (from b in Enumerable.Range(0, 3) from t in Enumerable.Range(0, 39) where !untrained[b * 40 + t] select (b, t)).ToList();
+            var predicted = stack(kept.Select(k => logits[k.b, k.t]).ToList());
+            var targets = stack(kept.Select(k => blocks[k.b, k.t + 1]).ToList());
             var loss = nn.functional.cross_entropy(predicted, targets);
             Assert.Equal(loss.item<float>(), masked, 4);
             loss.backward();
         }
         foreach (var (name, grad) in Grads(model))
             Assert.True(MaxRelDiff(grad, maskedGrads[name]) < 1e-4, $"{name}: {MaxRelDiff(grad, maskedGrads[name])}");
-        Assert.Throws<ArgumentException>(() => new CausalLanguageModel(model).ForwardBackward(blocks, 1.0, [39, 39, 39]));
+        Assert.Throws<ArgumentException>(() => new CausalLanguageModel(model).ForwardBackward(blocks, 1.0, Enumerable.Repeat(true, 120).ToArray()));
+        Assert.Throws<ArgumentException>(() => new CausalLanguageModel(model).ForwardBackward(blocks, 1.0, new bool[40])); // one row's flags for three
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TheAbstractOnlyLossLeavesOutExactlyThePositionsPredictingAPromptToken(bool titleInEveryBlock)
+    {
+        using var dir = TestModels.TempDir();
+        using var split = TokenSplit.Open(TestData.Prepared(dir.Path), "train");
+        // Per stream token: whether it is a prompt's (an example's tokens up to and including its <|sep|>).
+        var isPrompt = new bool[split.TokenCount];
+        foreach (var e in split.Examples)
+        {
+            int sep = split.Slice(e.Offset, e.Length).IndexOf((ushort)Gpt2Tokenizer.Separator);
+            for (int i = 0; i <= sep; i++) isPrompt[e.Offset + i] = true;
+        }
+        var data = new BlockDataset(split, 100, titleInEveryBlock: titleInEveryBlock, abstractOnlyLoss: true);
+        var same = new BlockDataset(split, 100, titleInEveryBlock: titleInEveryBlock);
+        Assert.Equal(same.BlockCount, data.BlockCount); // the blocks are the same; only what is learned from them differs
+        int trained = 0, untrained = 0, endings = 0;
+        long start = 0; // where each block's share of the stream begins
+        for (int b = 0; b < data.BlockCount; b++)
+        {
+            var flags = data.UntrainedTargets([b])!;
+            using var batch = data.Batch([b]);
+            long[] row = batch.data<long>().ToArray();
+            int prompt = data.RepeatedPromptLength(b);
+            for (int t = 0; t < 99; t++)
+            {
+                // Position t predicts row token t + 1: a repeated prompt's, or the stream's at start + t + 1 - prompt.
+                bool expected = t + 1 < prompt || isPrompt[start + t + 1 - prompt];
+                Assert.True(expected == flags[t], $"block {b} position {t}: expected untrained {expected}");
+                if (flags[t]) untrained++;
+                else
+                {
+                    trained++;
+                    Assert.NotEqual(Gpt2Tokenizer.Separator, row[t + 1]);
+                    endings += row[t + 1] == Gpt2Tokenizer.EndOfText ? 1 : 0;
+                }
+            }
+            start += 100 - prompt;
+        }
+        Assert.True(endings > 0, "no <|endoftext|> was trained: the model would not learn to end an abstract");
+        Assert.True(untrained > trained / 10 && trained > untrained, $"{trained} trained, {untrained} untrained"); // prompts ~17 of ~59 tokens
+        Assert.Null(new BlockDataset(split, 100).UntrainedTargets([0]));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TheTrainersFirstLossIsItsFirstBatchsLossOverTheTargetsItTrains(bool abstractOnlyLoss)
+    {
+        using var dir = TestModels.TempDir();
+        string data = TestData.Prepared(dir.Path, papers: 40, words: 30);
+        string init = WriteInitialCheckpoint(dir.Sub("init"));
+        var options = Options(data, init, dir.Sub("run")) with
+        {
+            MaxSteps = 1, Dropout = 0, BlockSize = 48, TitleInEveryBlock = true, AbstractOnlyLoss = abstractOnlyLoss, TitleGainPapers = 0,
+        };
+        new Trainer(options, TextWriter.Null).Run();
+        double logged = Trainer.ReadMetrics(dir.Sub("run")).First(m => m.TrainLoss is not null).TrainLoss!.Value;
+
+        // The same first batch scored by hand over the targets the dataset says are trained.
+        using var split = TokenSplit.Open(data, "train");
+        var blocks = new BlockDataset(split, 48, titleInEveryBlock: true, abstractOnlyLoss: abstractOnlyLoss);
+        int[] first = blocks.EpochOrder(options.Seed, 0)[..options.BatchSize];
+        using var model = Gpt2Checkpoint.Load(init);
+        model.eval(); // no dropout, as the run had none
+        using var batch = blocks.Batch(first);
+        double expected = new CausalLanguageModel(model).ForwardBackward(batch, 1.0, blocks.UntrainedTargets(first));
+        Assert.Equal(expected, logged, 4);
     }
 
     [Fact]
@@ -71,7 +148,7 @@ public sealed class TrainingTests
         using var split = TokenSplit.Open(TestData.Prepared(dir.Path), "train");
         var plain = new BlockDataset(split, 100);
         var titled = new BlockDataset(split, 100, titleInEveryBlock: true);
-        Assert.Null(plain.UntrainedPositions([0, 1]));
+        Assert.Null(plain.UntrainedTargets([0, 1]));
         var stream = new List<long>();
         int repeated = 0, insideAbstracts = 0;
         for (int b = 0; b < titled.BlockCount; b++)
@@ -81,7 +158,8 @@ public sealed class TrainingTests
             int prompt = titled.RepeatedPromptLength(b);
             long start = stream.Count; // where this block's share of the stream begins
             stream.AddRange(row[prompt..]);
-            Assert.Equal(Math.Max(0, prompt - 1), titled.UntrainedPositions([b])![0]);
+            var untrained = titled.UntrainedTargets([b])!; // the repeated prompt's own targets, its last's excepted
+            Assert.Equal(Enumerable.Range(0, 100).Select(t => t < prompt - 1), untrained);
             var paper = split.Examples.Last(e => e.Offset <= start);
             if (start == paper.Offset)
             {
