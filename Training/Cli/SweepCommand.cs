@@ -63,6 +63,7 @@ internal static class SweepCommand
         var inv = CultureInfo.InvariantCulture;
         int Int() => int.TryParse(value, NumberStyles.Integer, inv, out int v) ? v : throw new ArgumentException($"--vary {setting}: '{value}' is not a whole number");
         double Real() => double.TryParse(value, NumberStyles.Float, inv, out double v) ? v : throw new ArgumentException($"--vary {setting}: '{value}' is not a number");
+        bool Flag() => bool.TryParse(value, out bool v) ? v : throw new ArgumentException($"--vary {setting}: '{value}' is not true or false");
         return (setting switch
         {
             "grad-accum" => o with { GradientAccumulation = Int() },
@@ -81,8 +82,8 @@ internal static class SweepCommand
             "muon-lr" => o with { MuonLearningRate = Real() },
             "muon-momentum" => o with { MuonMomentum = Real() },
             "wsd-decay" => o with { WsdDecayShare = Real() },
-            "title-in-every-block" => bool.TryParse(value, out bool on) ? o with { TitleInEveryBlock = on } : throw new ArgumentException($"--vary title-in-every-block: '{value}' is not true or false"),
-            "abstract-only-loss" => bool.TryParse(value, out bool only) ? o with { AbstractOnlyLoss = only } : throw new ArgumentException($"--vary abstract-only-loss: '{value}' is not true or false"),
+            "title-in-every-block" => o with { TitleInEveryBlock = Flag() },
+            "abstract-only-loss" => o with { AbstractOnlyLoss = Flag() },
             // LAYERSxWIDTH: "layers vs width at fixed time" with --time-limit; the heads are ScratchConfig's (--heads,
             // else 64 wide as GPT-2's).
             "shape" => value.Split('x') is [var l, var w] && int.TryParse(l, NumberStyles.Integer, inv, out int layers) && int.TryParse(w, NumberStyles.Integer, inv, out int width)

@@ -64,12 +64,12 @@ internal static class TrainCommands
 
         public TrainOptions Read(ParseResult r, string output, bool resume)
         {
+            var options = ReadOptions(r, output, resume);
             // A Muon setting beside AdamW would change nothing: say so rather than run what the user did not ask for.
-            var optimizer = Enum.Parse<OptimizerKind>(r.GetValue(Optimizer)!, ignoreCase: true);
             foreach (var muonOnly in new Option[] { MuonLearningRate, MuonMomentum })
-                if (optimizer != OptimizerKind.Muon && r.GetResult(muonOnly) is { Implicit: false })
-                    throw new ArgumentException($"{muonOnly.Name} applies only with --optimizer muon (this run uses {optimizer.ToString().ToLowerInvariant()})");
-            return ReadOptions(r, output, resume);
+                if (options.Optimizer != OptimizerKind.Muon && r.GetResult(muonOnly) is { Implicit: false })
+                    throw new ArgumentException($"{muonOnly.Name} applies only with --optimizer muon (this run uses {options.Optimizer.ToString().ToLowerInvariant()})");
+            return options;
         }
 
         private TrainOptions ReadOptions(ParseResult r, string output, bool resume) => new()

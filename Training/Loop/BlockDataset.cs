@@ -36,7 +36,6 @@ public sealed class BlockDataset
         _split = split;
         BlockSize = blockSize;
         TitleInEveryBlock = titleInEveryBlock;
-        AbstractOnlyLoss = abstractOnlyLoss;
         if (titleInEveryBlock)
             (_starts, _promptOffsets, _promptLengths) = Layout(split, blockSize, maxBlocks);
         if (abstractOnlyLoss)
@@ -56,7 +55,7 @@ public sealed class BlockDataset
     public bool TitleInEveryBlock { get; }
 
     /// <summary>Whether positions predicting a prompt's tokens are left out of the loss.</summary>
-    public bool AbstractOnlyLoss { get; }
+    public bool AbstractOnlyLoss => _examplePrompts is not null;
 
     /// <summary>The order blocks are visited in during <paramref name="epoch"/> (0-based).</summary>
     public int[] EpochOrder(long seed, int epoch)

@@ -119,40 +119,30 @@ public sealed partial class PipelineCliTests
         Assert.Equal($"error: {tsv}:2: a quoted field is never closed (unbalanced '\"')", prepare.Stderr.Trim().Split('\n')[^1]);
         Assert.False(Directory.Exists(dir.Sub("data")));
 
-        var sweep = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "depth=1,2");
-        Assert.Equal(1, sweep.ExitCode);
-        Assert.Contains("unknown setting 'depth'", sweep.Stderr);
-
-        var shape = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "shape=8");
-        Assert.Equal(1, shape.ExitCode);
-        Assert.Contains("'8' is not LAYERSxWIDTH", shape.Stderr);
-
-        var beta2 = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "beta2=0.95,1");
-        Assert.Equal(1, beta2.ExitCode);
-        Assert.Contains("--beta2 must be in (0, 1)", beta2.Stderr);
+        AssertRefused("unknown setting 'depth'", "sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "depth=1,2");
+        AssertRefused("'8' is not LAYERSxWIDTH", "sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "shape=8");
+        AssertRefused("--beta2 must be in (0, 1)", "sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "beta2=0.95,1");
 
         // Optimizer settings: an unknown optimizer and Muon settings out of range are refused before anything is written.
         var unknown = Run("train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--optimizer", "sgd");
         Assert.NotEqual(0, unknown.ExitCode);
         Assert.Contains("sgd", unknown.Stderr);
         Assert.Contains("muon", unknown.Stderr);
-        var rate = Run("train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--optimizer", "muon", "--muon-lr", "0");
-        Assert.Equal(1, rate.ExitCode);
-        Assert.Contains("--muon-lr must be positive", rate.Stderr);
-        var stray = Run("train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--muon-momentum", "0.9");
-        Assert.Equal(1, stray.ExitCode);
-        Assert.Contains("--muon-momentum applies only with --optimizer muon", stray.Stderr);
-        var strayVary = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "muon-lr=0.01,0.02");
-        Assert.Equal(1, strayVary.ExitCode);
-        Assert.Contains("--vary muon-lr applies only with --optimizer muon", strayVary.Stderr);
-        var onlyIf = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "abstract-only-loss=true,maybe");
-        Assert.Equal(1, onlyIf.ExitCode);
-        Assert.Contains("'maybe' is not true or false", onlyIf.Stderr);
-        var optimizers = Run("sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "optimizer=muon,sgd");
-        Assert.Equal(1, optimizers.ExitCode);
-        Assert.Contains("'sgd' is not adamw or muon", optimizers.Stderr);
+        AssertRefused("--muon-lr must be positive", "train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--optimizer", "muon", "--muon-lr", "0");
+        AssertRefused("--muon-momentum applies only with --optimizer muon", "train", "--data", dir.Sub("data"), "--out", dir.Sub("run"), "--muon-momentum", "0.9");
+        AssertRefused("--vary muon-lr applies only with --optimizer muon", "sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "muon-lr=0.01,0.02");
+        AssertRefused("'maybe' is not true or false", "sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "abstract-only-loss=true,maybe");
+        AssertRefused("'sgd' is not adamw or muon", "sweep", "--data", dir.Sub("data"), "--out", dir.Sub("s"), "--vary", "optimizer=muon,sgd");
         Assert.False(Directory.Exists(dir.Sub("run")));
         Assert.False(Directory.Exists(dir.Sub("s")));
+    }
+
+    /// <summary>Runs the command and checks it exits with 1, its error saying <paramref name="expected"/>.</summary>
+    private static void AssertRefused(string expected, params string[] args)
+    {
+        var result = Run(args);
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains(expected, result.Stderr);
     }
 
     private const int SigInt = 2;
