@@ -214,10 +214,10 @@ internal static class TrainCommands
 
     private static Command CurvesCommand()
     {
-        var runs = new Option<string[]>("--run") { Description = "A training run directory (repeat for each run to compare)", Required = true, AllowMultipleArgumentsPerToken = true };
+        var runs = new Option<string[]>("--run") { Description = "A training run directory, or a run's metrics.jsonl kept elsewhere (repeat for each run to compare)", Required = true, AllowMultipleArgumentsPerToken = true };
         var labels = new Option<string[]>("--label") { Description = "A name for each --run, in the same order (default: the directory's name)", AllowMultipleArgumentsPerToken = true };
-        var output = new Option<string>("--out") { Description = "Directory for perplexity.png, title-gain.png and curves.md", Required = true };
-        var command = new Command("curves", "Draw several runs' eval perplexity and title gain against wall time in one plot each, and list their evaluations as markdown")
+        var output = new Option<string>("--out") { Description = "Directory for perplexity.png and title-gain.png (against wall time), perplexity-tokens.png and title-gain-tokens.png (against tokens seen), and curves.md", Required = true };
+        var command = new Command("curves", "Draw several runs' eval perplexity and title gain against wall time and against tokens seen, one plot each, and list their evaluations as markdown")
         {
             runs, labels, output,
         };
@@ -230,15 +230,21 @@ internal static class TrainCommands
             var curves = new List<(string Label, IReadOnlyList<MetricPoint> Points)>();
             for (int i = 0; i < directories.Length; i++)
             {
-                var points = Trainer.ReadMetrics(directories[i]);
+                // A metrics file names its run by its file name (docs/training/2h-metrics.jsonl: "2h-metrics").
+                bool isFile = File.Exists(directories[i]);
+                var points = isFile ? Trainer.ReadMetricsFile(directories[i]) : Trainer.ReadMetrics(directories[i]);
                 if (!points.Any(p => p.EvalLoss is not null))
-                    throw new ArgumentException($"--run {directories[i]}: no evaluations in its {Trainer.MetricsFile}; is it a training run directory?");
-                curves.Add((names.Length > 0 ? names[i] : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directories[i]))), points));
+                    throw new ArgumentException($"--run {directories[i]}: no evaluations in {(isFile ? "it" : $"its {Trainer.MetricsFile}")}; is it a training run directory or a run's {Trainer.MetricsFile}?");
+                curves.Add((names.Length > 0 ? names[i]
+                    : isFile ? Path.GetFileNameWithoutExtension(directories[i])
+                    : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directories[i]))), points));
             }
             string outDir = r.GetValue(output)!;
             Directory.CreateDirectory(outDir);
-            LossPlot.WriteComparison(curves, p => p.Perplexity, "Eval perplexity against wall time", "eval perplexity", Path.Combine(outDir, Trainer.PerplexityPlotFile));
-            LossPlot.WriteComparison(curves, p => p.TitleGain, "Title gain against wall time", "title gain (nats/token)", Path.Combine(outDir, Trainer.TitleGainPlotFile));
+            LossPlot.WriteComparison(curves, p => p.Perplexity, CurveAxis.WallTime, "Eval perplexity against wall time", "eval perplexity", Path.Combine(outDir, Trainer.PerplexityPlotFile));
+            LossPlot.WriteComparison(curves, p => p.TitleGain, CurveAxis.WallTime, "Title gain against wall time", "title gain (nats/token)", Path.Combine(outDir, Trainer.TitleGainPlotFile));
+            LossPlot.WriteComparison(curves, p => p.Perplexity, CurveAxis.Tokens, "Eval perplexity against tokens seen", "eval perplexity", Path.Combine(outDir, "perplexity-tokens.png"));
+            LossPlot.WriteComparison(curves, p => p.TitleGain, CurveAxis.Tokens, "Title gain against tokens seen", "title gain (nats/token)", Path.Combine(outDir, "title-gain-tokens.png"));
             var inv = CultureInfo.InvariantCulture;
             var table = new System.Text.StringBuilder();
             table.AppendLine("| run | step | minutes | tokens | eval loss | perplexity | title gain |");

@@ -35,7 +35,6 @@ public sealed class BlockDataset
         ArgumentOutOfRangeException.ThrowIfLessThan(blockSize, 2);
         _split = split;
         BlockSize = blockSize;
-        TitleInEveryBlock = titleInEveryBlock;
         if (titleInEveryBlock)
             (_starts, _promptOffsets, _promptLengths) = Layout(split, blockSize, maxBlocks);
         if (abstractOnlyLoss)
@@ -52,7 +51,7 @@ public sealed class BlockDataset
     public int BlockCount { get; }
 
     /// <summary>Whether a block cut inside a paper starts with that paper's prompt.</summary>
-    public bool TitleInEveryBlock { get; }
+    public bool TitleInEveryBlock => _starts is not null;
 
     /// <summary>Whether positions predicting a prompt's tokens are left out of the loss.</summary>
     public bool AbstractOnlyLoss => _examplePrompts is not null;

@@ -62,9 +62,10 @@ public static class LossPlot
         Save(plot, path);
     }
 
-    /// <summary>One line per run of <paramref name="value"/> against wall time, for runs compared at equal cost (Muon
-    /// beside AdamW, one schedule beside another).</summary>
-    public static void WriteComparison(IReadOnlyList<(string Label, IReadOnlyList<MetricPoint> Points)> runs, Func<MetricPoint, double?> value, string title, string yLabel, string path)
+    /// <summary>One line per run of <paramref name="value"/> against wall time or tokens seen, for runs compared at equal
+    /// cost (Muon beside AdamW, one schedule beside another): time where the runs shared a machine, tokens where they
+    /// did not (a run on a faster CPU sees more tokens a minute, not more from each token).</summary>
+    public static void WriteComparison(IReadOnlyList<(string Label, IReadOnlyList<MetricPoint> Points)> runs, Func<MetricPoint, double?> value, CurveAxis axis, string title, string yLabel, string path)
     {
         var plot = new ScottPlot.Plot();
         bool any = false;
@@ -73,7 +74,7 @@ public static class LossPlot
             var eval = points.Where(p => value(p) is not null).ToList();
             if (eval.Count == 0)
                 continue;
-            var line = plot.Add.Scatter(eval.Select(p => p.ElapsedSeconds / 60).ToArray(), eval.Select(p => value(p)!.Value).ToArray());
+            var line = plot.Add.Scatter(eval.Select(p => axis == CurveAxis.Tokens ? p.Tokens / 1e6 : p.ElapsedSeconds / 60).ToArray(), eval.Select(p => value(p)!.Value).ToArray());
             line.LegendText = label;
             line.MarkerSize = 6;
             any = true;
@@ -81,7 +82,7 @@ public static class LossPlot
         if (!any)
             return;
         plot.Title(title);
-        plot.XLabel("minutes since the run started");
+        plot.XLabel(axis == CurveAxis.Tokens ? "tokens seen (millions)" : "minutes since the run started");
         plot.YLabel(yLabel);
         plot.ShowLegend(ScottPlot.Alignment.UpperRight); // the curves end low on the right, where the default corner would hide them
         Save(plot, path);
@@ -101,4 +102,14 @@ public static class LossPlot
             if (File.Exists(temp)) File.Delete(temp);
         }
     }
+}
+
+/// <summary>What a comparison plot's x axis measures.</summary>
+public enum CurveAxis
+{
+    /// <summary>Minutes since the run started.</summary>
+    WallTime,
+
+    /// <summary>Training tokens seen.</summary>
+    Tokens,
 }

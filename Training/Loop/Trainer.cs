@@ -285,9 +285,12 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
         metrics.WriteLine(JsonSerializer.Serialize(point, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull }));
 
     /// <summary>Reads metrics.jsonl.</summary>
-    public static IReadOnlyList<MetricPoint> ReadMetrics(string runDirectory)
+    public static IReadOnlyList<MetricPoint> ReadMetrics(string runDirectory) => ReadMetricsFile(Path.Combine(runDirectory, MetricsFile));
+
+    /// <summary>The points of one metrics file (a run's <see cref="MetricsFile"/>, or a copy kept beside a report); none
+    /// where it does not exist.</summary>
+    public static IReadOnlyList<MetricPoint> ReadMetricsFile(string path)
     {
-        string path = Path.Combine(runDirectory, MetricsFile);
         if (!File.Exists(path)) return [];
         var o = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
         return [.. File.ReadLines(path).Where(l => l.Length > 0).Select(l => JsonSerializer.Deserialize<MetricPoint>(l, o)!)];

@@ -42,6 +42,15 @@ public sealed partial class PipelineCliTests
         Assert.Contains("| second | 2 | ", curves.Stdout);
         Assert.True(File.Exists(Path.Combine(dir.Sub("curves"), "perplexity.png")));
         Assert.True(File.Exists(Path.Combine(dir.Sub("curves"), "title-gain.png")));
+        Assert.True(File.Exists(Path.Combine(dir.Sub("curves"), "perplexity-tokens.png")));
+        Assert.True(File.Exists(Path.Combine(dir.Sub("curves"), "title-gain-tokens.png")));
+        // A run's metrics kept apart from its directory (as docs/training keeps the appendix model's) is a run too,
+        // named by its file.
+        string kept = Path.Combine(dir.Path, "kept-metrics.jsonl");
+        File.Copy(Path.Combine(dir.Sub("run"), "metrics.jsonl"), kept);
+        var fromFile = Run("curves", "--run", kept, "--out", dir.Sub("curves-file"));
+        Assert.True(fromFile.ExitCode == 0, fromFile.Stderr);
+        Assert.Contains("| kept-metrics | 2 | ", fromFile.Stdout);
         var unlabelled = Run("curves", "--run", dir.Sub("run"), "--run", dir.Sub("run"), "--label", "first", "--out", dir.Sub("curves2"));
         Assert.Equal(1, unlabelled.ExitCode);
         Assert.Contains("give one per --run", unlabelled.Stderr);
