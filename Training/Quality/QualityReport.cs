@@ -10,6 +10,8 @@ namespace OrleansGpt.Training.Quality;
 /// <summary>One row of the quality table: the measures of one source's abstracts.</summary>
 /// <param name="EndedByItself">Share that ended with &lt;|endoftext|&gt; rather than at the token limit; null when the
 /// samples do not say.</param>
+/// <param name="StartsASentence">Share that open as an abstract does rather than mid-sentence
+/// (<see cref="TextMeasures.StartsASentence"/>).</param>
 /// <param name="FoundIn4Grams">Share of the source's word 4-grams that occur in some training abstract (8-grams alike).</param>
 /// <param name="LongestCopied">Longest run of words, over all the source's abstracts, whose every 8-gram occurs in training
 /// abstracts: a lower bound on verbatim copying (0 when no 8-gram matches).</param>
@@ -20,7 +22,7 @@ namespace OrleansGpt.Training.Quality;
 /// table's retrieval pool; null when none of the source's titles is a paper of the pool.</param>
 public sealed record QualityRow(
     string Source, int Samples, double Distinct1, double Distinct2, double Distinct3, double SelfBleu4, double Zipf, double RepetitionRate,
-    double MeanWords, double StdWords, double? EndedByItself, double FoundIn4Grams, double FoundIn8Grams, int LongestCopied,
+    double MeanWords, double StdWords, double? EndedByItself, double StartsASentence, double FoundIn4Grams, double FoundIn8Grams, int LongestCopied,
     double? CategoryAgreement, double Topicality, RetrievalScore? NearestIsOwn);
 
 /// <summary>The quality table: its rows ("real" first), how many papers the retrieval check ranks (0: no sample's title
@@ -113,7 +115,7 @@ public static class QualityReport
         double? ended = samples.All(s => s.EndedByItself is not null) ? samples.Count(s => s.EndedByItself == true) / (double)samples.Count : null;
         return new QualityRow(source, samples.Count, TextMeasures.Distinct(first, 1), TextMeasures.Distinct(first, 2), TextMeasures.Distinct(first, 3),
             TextMeasures.SelfBleu4(first), TextMeasures.Zipf(first), TextMeasures.RepetitionRate(words), mean, std, ended,
-            total4 == 0 ? 0 : (double)found4 / total4, total8 == 0 ? 0 : (double)found8 / total8, longest, agreement, topicality, retrieval?.Score(samples));
+            samples.Count(s => TextMeasures.StartsASentence(s.Text)) / (double)samples.Count, total4 == 0 ? 0 : (double)found4 / total4, total8 == 0 ? 0 : (double)found8 / total8, longest, agreement, topicality, retrieval?.Score(samples));
     }
 
     /// <summary>Writes quality.md and quality.json to <paramref name="directory"/>, each in one rename.</summary>
@@ -132,14 +134,15 @@ public static class QualityReport
         var inv = CultureInfo.InvariantCulture;
         var md = new StringBuilder();
         md.AppendLine(description).AppendLine();
-        md.AppendLine("| source | n | distinct-1 / 2 / 3 | self-BLEU-4 | Zipf | repetition | words (sd) | ended by itself | 4-grams / 8-grams in training | longest copied | category agreement | title words used | own paper nearest: top-1 / top-10 |");
-        md.AppendLine("| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- |");
+        md.AppendLine("| source | n | distinct-1 / 2 / 3 | self-BLEU-4 | Zipf | repetition | words (sd) | ended by itself | starts a sentence | 4-grams / 8-grams in training | longest copied | category agreement | title words used | own paper nearest: top-1 / top-10 |");
+        md.AppendLine("| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |");
         static string Percent(double x) => string.Create(CultureInfo.InvariantCulture, $"{100 * x:F0}%");
         foreach (var r in rows)
-            md.AppendLine(string.Create(inv, $"| {r.Source} | {r.Samples} | {r.Distinct1:F3} / {r.Distinct2:F3} / {r.Distinct3:F3} | {r.SelfBleu4:F3} | {r.Zipf:F2} | {Percent(r.RepetitionRate)} | {r.MeanWords:F0} ({r.StdWords:F0}) | {(r.EndedByItself is { } e ? Percent(e) : "-")} | {Percent(r.FoundIn4Grams)} / {Percent(r.FoundIn8Grams)} | {r.LongestCopied} | {(r.CategoryAgreement is { } a ? Percent(a) : "-")} | {Percent(r.Topicality)} | {(r.NearestIsOwn is { } n ? $"{Percent(n.Top1)} / {Percent(n.Top10)} ({n.Queries})" : "-")} |"));
+            md.AppendLine(string.Create(inv, $"| {r.Source} | {r.Samples} | {r.Distinct1:F3} / {r.Distinct2:F3} / {r.Distinct3:F3} | {r.SelfBleu4:F3} | {r.Zipf:F2} | {Percent(r.RepetitionRate)} | {r.MeanWords:F0} ({r.StdWords:F0}) | {(r.EndedByItself is { } e ? Percent(e) : "-")} | {Percent(r.StartsASentence)} | {Percent(r.FoundIn4Grams)} / {Percent(r.FoundIn8Grams)} | {r.LongestCopied} | {(r.CategoryAgreement is { } a ? Percent(a) : "-")} | {Percent(r.Topicality)} | {(r.NearestIsOwn is { } n ? $"{Percent(n.Top1)} / {Percent(n.Top10)} ({n.Queries})" : "-")} |"));
         md.AppendLine().AppendLine(string.Create(inv, $"distinct-n, self-BLEU-4 and Zipf are measured on the first {DiversitySize(rows)} abstracts of every row (they depend on how many texts they see). ") +
             "distinct-n: distinct word n-grams over all (higher: more diverse). self-BLEU-4: BLEU of each abstract against the others " +
             "(higher: more alike). Zipf: slope of word frequency against rank. repetition: abstracts with a 4-gram said three times. " +
+            "starts a sentence: abstracts whose first character is not a lower-case letter (not begun mid-sentence). " +
             "longest copied: longest run of words whose every 8-gram is in some training abstract. category agreement: an ML.NET text " +
             "classifier trained on the training split; on the real row, its accuracy. title words used: share of the title's content words in the abstract. " +
             "own paper nearest: how often the real abstract most similar to the text (TF-IDF cosine) is its own paper's, and how often it is among the ten " +

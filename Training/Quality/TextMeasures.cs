@@ -86,6 +86,15 @@ public static partial class TextMeasures
     public static double RepetitionRate(IReadOnlyList<string[]> texts) =>
         texts.Count == 0 ? 0 : texts.Count(t => NGramCounts(t, 4).Values.Any(c => c >= 3)) / (double)texts.Count;
 
+    /// <summary>Whether a text opens as an abstract does, not in the middle of a sentence: its first character is not a
+    /// lower-case letter. A model that learned abstracts' tails after its prompt (a title repeated at the head of every
+    /// training block) starts lower-case, and neither perplexity nor the title gain sees it.</summary>
+    public static bool StartsASentence(string text)
+    {
+        string trimmed = text.TrimStart();
+        return trimmed.Length > 0 && !char.IsLower(trimmed[0]);
+    }
+
     /// <summary>Counts of each n-gram of <paramref name="words"/>.</summary>
     public static Dictionary<string, int> NGramCounts(string[] words, int n)
     {

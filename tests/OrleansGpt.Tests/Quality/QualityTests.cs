@@ -57,6 +57,11 @@ public sealed class QualityTests
         Assert.True(rows["model-a"].GetProperty("category_agreement").GetDouble() >= 0.75, rows["model-a"].ToString());
         Assert.Equal(0.5, rows["model-a"].GetProperty("repetition_rate").GetDouble());
         Assert.Equal(0.5, rows["model-a"].GetProperty("ended_by_itself").GetDouble());
+        // Opening mid-sentence: model-a's looping half starts lower-case, as does every abstract retold backwards.
+        Assert.Equal(1.0, rows["real"].GetProperty("starts_a_sentence").GetDouble());
+        Assert.Equal(0.5, rows["model-a"].GetProperty("starts_a_sentence").GetDouble());
+        Assert.Equal(0.0, rows["retold"].GetProperty("starts_a_sentence").GetDouble());
+        Assert.Equal(1.0, rows["off-topic"].GetProperty("starts_a_sentence").GetDouble());
         Assert.Equal(1.0, rows["copycat"].GetProperty("found_in8_grams").GetDouble());
         Assert.Equal(TextMeasures.Words(copied.Text).Length, rows["copycat"].GetProperty("longest_copied").GetInt32());
         Assert.True(rows["model-a"].GetProperty("longest_copied").GetInt32() < TextMeasures.Words(copied.Text).Length);
@@ -124,7 +129,8 @@ public sealed class QualityTests
     {
         var own = s_vocabulary.Single(v => v.Category == category).Words;
         var r = new Random(seed);
-        return string.Join(' ', Enumerable.Range(0, words).Select(_ => r.Next(3) == 0 ? s_shared[r.Next(s_shared.Length)] : own[r.Next(own.Length)])) + ".";
+        string text = string.Join(' ', Enumerable.Range(0, words).Select(_ => r.Next(3) == 0 ? s_shared[r.Next(s_shared.Length)] : own[r.Next(own.Length)])) + ".";
+        return char.ToUpperInvariant(text[0]) + text[1..]; // opens as a sentence, as real abstracts do
     }
 
     /// <summary>A prepared data set whose categories have their own vocabularies, so a classifier can learn them.</summary>
