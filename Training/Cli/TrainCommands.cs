@@ -223,21 +223,21 @@ internal static class TrainCommands
         };
         command.SetHandler(r =>
         {
-            string[] directories = r.GetValue(runs) ?? [];
+            string[] runPaths = r.GetValue(runs) ?? [];
             string[] names = r.GetValue(labels) ?? [];
-            if (names.Length != 0 && names.Length != directories.Length)
-                throw new ArgumentException($"--label was given {names.Length} times for {directories.Length} runs: give one per --run, or none");
+            if (names.Length != 0 && names.Length != runPaths.Length)
+                throw new ArgumentException($"--label was given {names.Length} times for {runPaths.Length} runs: give one per --run, or none");
             var curves = new List<(string Label, IReadOnlyList<MetricPoint> Points)>();
-            for (int i = 0; i < directories.Length; i++)
+            for (int i = 0; i < runPaths.Length; i++)
             {
                 // A metrics file names its run by its file name (docs/training/2h-metrics.jsonl: "2h-metrics").
-                bool isFile = File.Exists(directories[i]);
-                var points = isFile ? Trainer.ReadMetricsFile(directories[i]) : Trainer.ReadMetrics(directories[i]);
+                bool isFile = File.Exists(runPaths[i]);
+                var points = isFile ? Trainer.ReadMetricsFile(runPaths[i]) : Trainer.ReadMetrics(runPaths[i]);
                 if (!points.Any(p => p.EvalLoss is not null))
-                    throw new ArgumentException($"--run {directories[i]}: no evaluations in {(isFile ? "it" : $"its {Trainer.MetricsFile}")}; is it a training run directory or a run's {Trainer.MetricsFile}?");
+                    throw new ArgumentException($"--run {runPaths[i]}: no evaluations in {(isFile ? "it" : $"its {Trainer.MetricsFile}")}; is it a training run directory or a run's {Trainer.MetricsFile}?");
                 curves.Add((names.Length > 0 ? names[i]
-                    : isFile ? Path.GetFileNameWithoutExtension(directories[i])
-                    : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directories[i]))), points));
+                    : isFile ? Path.GetFileNameWithoutExtension(runPaths[i])
+                    : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(runPaths[i]))), points));
             }
             string outDir = r.GetValue(output)!;
             Directory.CreateDirectory(outDir);

@@ -113,9 +113,10 @@ public static class QualityReport
             return title.Count == 0 ? 0 : title.Count(TextMeasures.ContentWords(s.Text).Contains) / (double)title.Count;
         });
         double? ended = samples.All(s => s.EndedByItself is not null) ? samples.Count(s => s.EndedByItself == true) / (double)samples.Count : null;
+        double starts = samples.Count(s => TextMeasures.StartsASentence(s.Text)) / (double)samples.Count;
         return new QualityRow(source, samples.Count, TextMeasures.Distinct(first, 1), TextMeasures.Distinct(first, 2), TextMeasures.Distinct(first, 3),
             TextMeasures.SelfBleu4(first), TextMeasures.Zipf(first), TextMeasures.RepetitionRate(words), mean, std, ended,
-            samples.Count(s => TextMeasures.StartsASentence(s.Text)) / (double)samples.Count, total4 == 0 ? 0 : (double)found4 / total4, total8 == 0 ? 0 : (double)found8 / total8, longest, agreement, topicality, retrieval?.Score(samples));
+            starts, total4 == 0 ? 0 : (double)found4 / total4, total8 == 0 ? 0 : (double)found8 / total8, longest, agreement, topicality, retrieval?.Score(samples));
     }
 
     /// <summary>Writes quality.md and quality.json to <paramref name="directory"/>, each in one rename.</summary>
