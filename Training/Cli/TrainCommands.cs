@@ -42,7 +42,7 @@ internal static class TrainCommands
         public Option<int> EvalEvery { get; } = new("--eval-every") { Description = "Evaluate and checkpoint every N steps (0: only at the end)", DefaultValueFactory = _ => 0 };
         public Option<int> EvalBlocks { get; } = new("--eval-blocks") { Description = "Eval blocks per evaluation (0: the whole eval split)", DefaultValueFactory = _ => 64 };
         public Option<int> TitleGainPapers { get; } = new("--title-gain-papers") { Description = "Each evaluation also measures the title gain on the first N eval papers (0: off)", DefaultValueFactory = _ => 100 };
-        public Option<bool> TitleInEveryBlock { get; } = new("--title-in-every-block") { Description = "A training block cut inside a paper starts with that paper's <|CAT|> Title <|sep|> (not trained on), so no abstract token is learned without its title" };
+        public Option<bool> TitleInEveryBlock { get; } = new("--title-in-every-block") { Description = "A training block cut inside a paper starts with that paper's <|CAT|> Title <|sep|> and, where the cut is inside the abstract, a second <|sep|> (none trained on), so no abstract token is learned without its title and a single <|sep|> is only followed by an abstract's start" };
         public Option<long?> MaxTrainBlocks { get; } = new("--max-train-blocks") { Description = "Train on the first N blocks only (a subset)" };
         public Option<long> Seed { get; } = new("--seed") { Description = "Seed of initialisation, data order and dropout", DefaultValueFactory = _ => 42 };
         public Option<string> Dtype { get; } = CommandLine.DtypeOption();

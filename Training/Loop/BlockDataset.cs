@@ -14,10 +14,14 @@ namespace OrleansGpt.Training.Loop;
 /// With <c>titleInEveryBlock</c>, a block whose first token falls inside a paper starts instead with that paper's
 /// <c>&lt;|CAT|&gt; Title &lt;|sep|&gt;</c> (or, where the cut falls in the title, the part of it before the cut),
 /// followed by the stream from the cut on: under plain concatenation about half the papers are cut, and their tails
-/// are learned with no title in view, which teaches the model that an abstract need not follow from its title. The
-/// repeated prompt's own next-token losses are not trained (<see cref="UntrainedTargets"/>): its tokens were
-/// learned where they first stood. The stream then advances by the block size less the prompt, so nothing is skipped
-/// or learned twice.
+/// are learned with no title in view, which teaches the model that an abstract need not follow from its title. Where
+/// the cut falls inside the abstract, a second <c>&lt;|sep|&gt;</c> (the continuation marker) stands between the
+/// repeated prompt and the tail: without it the model learns that a prompt's <c>&lt;|sep|&gt;</c> may be followed by
+/// an abstract's middle, and writes tails when asked for abstracts (the two-hour run of 2026-12-07: 73 of 100 began
+/// mid-sentence). Generation never writes two, so a single <c>&lt;|sep|&gt;</c> is only ever followed by an abstract's
+/// first token. The repeated prompt's own next-token losses, the marker's included, are not trained
+/// (<see cref="UntrainedTargets"/>): its tokens were learned where they first stood. The stream then advances by the
+/// block size less the lead, so nothing is skipped or learned twice.
 /// <para>With <c>abstractOnlyLoss</c>, a position whose next token belongs to a paper's prompt (its category tag, title
 /// or <c>&lt;|sep|&gt;</c>) is not trained either, wherever the prompt stands: the model learns only to write abstracts
 /// (and to end them) from what precedes them, which is all generation asks of it.</para>
@@ -27,7 +31,8 @@ public sealed class BlockDataset
     private readonly TokenSplit _split;
     private readonly long[]? _starts;          // per block: where its share of the stream begins
     private readonly long[]? _promptOffsets;   // per block: where its repeated prompt begins in the stream
-    private readonly int[]? _promptLengths;    // per block: the repeated prompt's tokens (0: none)
+    private readonly int[]? _leadLengths;      // per block: tokens before its share of the stream (0: none)
+    private readonly bool[]? _marked;          // per block: whether its lead ends in the continuation marker
     private readonly int[]? _examplePrompts;   // abstract-only loss: per example, its prompt's tokens
 
     public BlockDataset(TokenSplit split, int blockSize, long maxBlocks = long.MaxValue, bool titleInEveryBlock = false, bool abstractOnlyLoss = false)
@@ -36,7 +41,7 @@ public sealed class BlockDataset
         _split = split;
         BlockSize = blockSize;
         if (titleInEveryBlock)
-            (_starts, _promptOffsets, _promptLengths) = Layout(split, blockSize, maxBlocks);
+            (_starts, _promptOffsets, _leadLengths, _marked) = Layout(split, blockSize, maxBlocks);
         if (abstractOnlyLoss)
             _examplePrompts = [.. split.Examples.Select(e => PromptLength(split, e))];
         BlockCount = _starts?.Length ?? (int)Math.Min(split.TokenCount / blockSize, maxBlocks);
@@ -71,32 +76,39 @@ public sealed class BlockDataset
         var ids = new long[blocks.Length * BlockSize];
         for (int b = 0; b < blocks.Length; b++)
         {
-            int block = blocks[b], prompt = _promptLengths?[block] ?? 0;
+            int block = blocks[b], lead = _leadLengths?[block] ?? 0;
             long start = _starts?[block] ?? (long)block * BlockSize;
             var row = ids.AsSpan(b * BlockSize, BlockSize);
-            if (prompt > 0)
+            if (lead > 0)
+            {
+                int prompt = _marked![block] ? lead - 1 : lead;
                 Copy(_split.Slice(_promptOffsets![block], prompt), row);
-            Copy(_split.Slice(start, BlockSize - prompt), row[prompt..]);
+                if (prompt < lead)
+                    row[prompt] = Gpt2Tokenizer.Separator; // the continuation marker
+            }
+            Copy(_split.Slice(start, BlockSize - lead), row[lead..]);
         }
         return tensor(ids, [blocks.Length, BlockSize]);
     }
 
     /// <summary>Per position of <see cref="Batch"/> (B x T, row after row): true where its next token is not trained, being
-    /// a repeated prompt's or, under the abstract-only loss, any prompt's; null when every token is trained.</summary>
+    /// a repeated prompt's (the continuation marker included) or, under the abstract-only loss, any prompt's; null when
+    /// every token is trained.</summary>
     public bool[]? UntrainedTargets(ReadOnlySpan<int> blocks)
     {
-        if (_promptLengths is null && _examplePrompts is null)
+        if (_leadLengths is null && _examplePrompts is null)
             return null;
         var untrained = new bool[blocks.Length * BlockSize];
         for (int b = 0; b < blocks.Length; b++)
         {
-            int block = blocks[b], prompt = _promptLengths?[block] ?? 0;
+            int block = blocks[b], lead = _leadLengths?[block] ?? 0;
             var row = untrained.AsSpan(b * BlockSize, BlockSize);
-            // Position t predicts token t + 1: the repeated prompt's tokens 1 .. prompt - 1 (its last predicts the stream's first).
-            int first = Math.Max(0, prompt - 1);
+            // Position t predicts token t + 1: the lead's tokens 1 .. lead - 1 (the marker among them; the lead's last
+            // predicts the stream's first).
+            int first = Math.Max(0, lead - 1);
             row[..first].Fill(true);
-            if (_examplePrompts is not null) // position first's target is the stream's token (first + 1 - prompt) past the start
-                MarkPromptTargets((_starts?[block] ?? (long)block * BlockSize) + first + 1 - prompt, row[first..^1]);
+            if (_examplePrompts is not null) // position first's target is the stream's token (first + 1 - lead) past the start
+                MarkPromptTargets((_starts?[block] ?? (long)block * BlockSize) + first + 1 - lead, row[first..^1]);
         }
         return untrained;
     }
@@ -122,8 +134,13 @@ public sealed class BlockDataset
         }
     }
 
-    /// <summary>How many tokens of a paper's prompt block <paramref name="block"/> repeats before its share of the stream.</summary>
-    public int RepeatedPromptLength(int block) => _promptLengths?[block] ?? 0;
+    /// <summary>How many tokens block <paramref name="block"/> puts before its share of the stream: its paper's repeated
+    /// prompt and, after a whole one, the continuation marker.</summary>
+    public int LeadLength(int block) => _leadLengths?[block] ?? 0;
+
+    /// <summary>Whether block <paramref name="block"/>'s lead ends in the continuation marker (a second &lt;|sep|&gt;): its
+    /// share of the stream starts inside an abstract.</summary>
+    public bool HasContinuationMarker(int block) => _marked?[block] ?? false;
 
     private static void Copy(ReadOnlySpan<ushort> tokens, Span<long> into)
     {
@@ -131,12 +148,14 @@ public sealed class BlockDataset
             into[t] = tokens[t];
     }
 
-    /// <summary>Cuts the stream into blocks, each cut inside a paper preceded by that paper's prompt up to the cut.</summary>
-    private static (long[] Starts, long[] PromptOffsets, int[] PromptLengths) Layout(TokenSplit split, int blockSize, long maxBlocks)
+    /// <summary>Cuts the stream into blocks, each cut inside a paper preceded by that paper's prompt up to the cut and, where
+    /// the cut falls inside the abstract, by the continuation marker.</summary>
+    private static (long[] Starts, long[] PromptOffsets, int[] LeadLengths, bool[] Marked) Layout(TokenSplit split, int blockSize, long maxBlocks)
     {
         var starts = new List<long>();
         var offsets = new List<long>();
-        var lengths = new List<int>();
+        var leads = new List<int>();
+        var marked = new List<bool>();
         var examples = split.Examples;
         int k = 0;
         long position = 0;
@@ -144,21 +163,26 @@ public sealed class BlockDataset
         {
             while (k < examples.Count && examples[k].Offset + examples[k].Length <= position)
                 k++;
-            int prompt = 0;
+            int lead = 0;
+            bool marker = false;
             if (k < examples.Count && position > examples[k].Offset)
             {
-                prompt = (int)Math.Min(position - examples[k].Offset, PromptLength(split, examples[k]));
-                if (2 * prompt > blockSize)
-                    prompt = 0; // a prompt filling most of a block would leave too little to learn from it
+                int prompt = PromptLength(split, examples[k]);
+                long into = position - examples[k].Offset;
+                marker = prompt > 0 && into > prompt; // the cut is past the abstract's first token
+                lead = (int)Math.Min(into, prompt) + (marker ? 1 : 0);
+                if (2 * lead > blockSize)
+                    (lead, marker) = (0, false); // a prompt filling most of a block would leave too little to learn from it
             }
-            if (position + blockSize - prompt > split.TokenCount)
+            if (position + blockSize - lead > split.TokenCount)
                 break;
             starts.Add(position);
             offsets.Add(k < examples.Count ? examples[k].Offset : 0);
-            lengths.Add(prompt);
-            position += blockSize - prompt;
+            leads.Add(lead);
+            marked.Add(marker);
+            position += blockSize - lead;
         }
-        return ([.. starts], [.. offsets], [.. lengths]);
+        return ([.. starts], [.. offsets], [.. leads], [.. marked]);
     }
 
     /// <summary>Tokens of <c>&lt;|CAT|&gt; Title &lt;|sep|&gt;</c> at the start of an example (0 if it has no separator).</summary>

@@ -137,7 +137,8 @@ public sealed record TrainOptions
             Beta2.ToString("R", System.Globalization.CultureInfo.InvariantCulture))
         // Appended only where they differ from the defaults, so runs saved before these settings existed still resume.
         + (Schedule == LearningRateShape.Wsd && WsdDecayShare != LearningRateSchedule.DefaultWsdDecayShare ? ";wsd-decay=" + WsdDecayShare.ToString("R", System.Globalization.CultureInfo.InvariantCulture) : "")
-        + (TitleInEveryBlock ? ";title-in-every-block" : "")
+        // The continuation marker changed the blocks, so a run saved with the option before it does not resume under it.
+        + (TitleInEveryBlock ? ";title-in-every-block+continuation-marker" : "")
         + (AbstractOnlyLoss ? ";abstract-only-loss" : "")
         + (Optimizer == OptimizerKind.Muon ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $";muon-lr={MuonLearningRate:R};muon-momentum={MuonMomentum:R}") : "");
 

@@ -270,7 +270,7 @@ public sealed class Trainer(TrainOptions options, TextWriter log)
         string shape = o.Schedule == LearningRateShape.Wsd ? $"wsd, decaying over the last {o.WsdDecayShare * 100:0.#}%" : o.Schedule.ToString().ToLowerInvariant();
         log.WriteLine(string.Create(inv, $"lr {o.LearningRate} ({shape}, {o.WarmupSteps} warm-up steps), clip {o.MaxGradNorm}, {o.Precision.Name()}, seed {o.Seed}"));
         log.WriteLine($"optimizer: {optimizer.Describe()}");
-        log.WriteLine($"blocks: {(o.TitleInEveryBlock ? "a block cut inside a paper starts with its <|CAT|> Title <|sep|> (untrained)" : "run_clm's concatenation")}; loss on {(o.AbstractOnlyLoss ? "abstracts and their <|endoftext|> only (prompts untrained)" : "every token")}");
+        log.WriteLine($"blocks: {(o.TitleInEveryBlock ? "a block cut inside a paper starts with its <|CAT|> Title <|sep|> and, cut inside the abstract, a second <|sep|> (untrained)" : "run_clm's concatenation")}; loss on {(o.AbstractOnlyLoss ? "abstracts and their <|endoftext|> only (prompts untrained)" : "every token")}");
         if (startStep > 0)
             log.WriteLine($"resuming at step {startStep}");
     }

@@ -94,11 +94,11 @@ public sealed class TrainingTests
             var flags = data.UntrainedTargets([b])!;
             using var batch = data.Batch([b]);
             long[] row = batch.data<long>().ToArray();
-            int prompt = data.RepeatedPromptLength(b);
+            int lead = data.LeadLength(b);
             for (int t = 0; t < 99; t++)
             {
-                // Position t predicts row token t + 1: a repeated prompt's, or the stream's at start + t + 1 - prompt.
-                bool expected = t + 1 < prompt || isPrompt[start + t + 1 - prompt];
+                // Position t predicts row token t + 1: a repeated prompt's (or the marker), or the stream's at start + t + 1 - lead.
+                bool expected = t + 1 < lead || isPrompt[start + t + 1 - lead];
                 Assert.True(expected == flags[t], $"block {b} position {t}: expected untrained {expected}");
                 if (flags[t]) untrained++;
                 else
@@ -108,7 +108,7 @@ public sealed class TrainingTests
                     endings += row[t + 1] == Gpt2Tokenizer.EndOfText ? 1 : 0;
                 }
             }
-            start += 100 - prompt;
+            start += 100 - lead;
         }
         Assert.True(endings > 0, "no <|endoftext|> was trained: the model would not learn to end an abstract");
         Assert.True(untrained > trained / 10 && trained > untrained, $"{trained} trained, {untrained} untrained"); // prompts ~17 of ~59 tokens
@@ -150,20 +150,22 @@ public sealed class TrainingTests
         var titled = new BlockDataset(split, 100, titleInEveryBlock: true);
         Assert.Null(plain.UntrainedTargets([0, 1]));
         var stream = new List<long>();
-        int repeated = 0, insideAbstracts = 0;
+        int repeated = 0, insideAbstracts = 0, abstractStarts = 0;
         for (int b = 0; b < titled.BlockCount; b++)
         {
             using var batch = titled.Batch([b]);
             long[] row = batch.data<long>().ToArray();
-            int prompt = titled.RepeatedPromptLength(b);
+            int lead = titled.LeadLength(b);
+            bool marked = titled.HasContinuationMarker(b);
+            int prompt = marked ? lead - 1 : lead;
             long start = stream.Count; // where this block's share of the stream begins
-            stream.AddRange(row[prompt..]);
-            var untrained = titled.UntrainedTargets([b])!; // the repeated prompt's own targets, its last's excepted
-            Assert.Equal(Enumerable.Range(0, 100).Select(t => t < prompt - 1), untrained);
+            stream.AddRange(row[lead..]);
+            var untrained = titled.UntrainedTargets([b])!; // the lead's own targets, its last's excepted
+            Assert.Equal(Enumerable.Range(0, 100).Select(t => t < lead - 1), untrained);
             var paper = split.Examples.Last(e => e.Offset <= start);
             if (start == paper.Offset)
             {
-                Assert.Equal(0, prompt); // a block starting at a paper's start needs nothing repeated
+                Assert.Equal(0, lead); // a block starting at a paper's start needs nothing repeated
                 continue;
             }
             repeated++;
@@ -171,17 +173,57 @@ public sealed class TrainingTests
             Assert.Equal(split.Slice(paper.Offset, prompt).ToArray().Select(t => (long)t), row[..prompt]);
             int sep = split.Slice(paper.Offset, paper.Length).IndexOf((ushort)Gpt2Tokenizer.Separator);
             Assert.Equal(Math.Min(start - paper.Offset, sep + 1), prompt);
-            if (start > paper.Offset + sep)
+            // Cut past the abstract's first token, a second <|sep|> follows the prompt; otherwise none.
+            Assert.Equal(start > paper.Offset + sep + 1, marked);
+            if (marked)
             {
                 insideAbstracts++;
-                Assert.Equal(Gpt2Tokenizer.Separator, row[prompt - 1]);
+                Assert.Equal([Gpt2Tokenizer.Separator, Gpt2Tokenizer.Separator], row[(lead - 2)..lead]);
+            }
+            // What generation relies on: a trained target after a single <|sep|> is its paper's first abstract token.
+            if (prompt == sep + 1 && !marked)
+            {
+                abstractStarts++;
+                Assert.Equal(split.Slice(paper.Offset + sep + 1, 1)[0], row[lead]);
             }
         }
         Assert.Equal(split.Slice(0, stream.Count).ToArray().Select(t => (long)t), stream); // the stream in order, each token once
         // Papers here are ~59 tokens, their prompts ~17: cuts fall in abstracts and in titles.
         Assert.True(insideAbstracts > titled.BlockCount / 3, $"{insideAbstracts} of {titled.BlockCount} blocks start inside an abstract");
-        Assert.True(repeated > insideAbstracts, "no block was cut inside a title");
+        Assert.True(repeated > insideAbstracts + abstractStarts, "no block was cut inside a title");
         Assert.True(titled.BlockCount > plain.BlockCount); // the repeated prompts take room, so the stream needs more blocks
+    }
+
+    [Fact]
+    public void WithATitleInEveryBlockNoTrainedTargetAfterASingleSeparatorIsAnAbstractsMiddle()
+    {
+        using var dir = TestModels.TempDir();
+        using var split = TokenSplit.Open(TestData.Prepared(dir.Path), "train");
+        // Per stream token: whether it opens an abstract (follows an example's <|sep|>).
+        var opensAbstract = new HashSet<long>();
+        foreach (var e in split.Examples)
+            opensAbstract.Add(e.Offset + split.Slice(e.Offset, e.Length).IndexOf((ushort)Gpt2Tokenizer.Separator) + 1);
+        var titled = new BlockDataset(split, 100, titleInEveryBlock: true);
+        int checkedTargets = 0;
+        long start = 0;
+        for (int b = 0; b < titled.BlockCount; b++)
+        {
+            using var batch = titled.Batch([b]);
+            long[] row = batch.data<long>().ToArray();
+            var untrained = titled.UntrainedTargets([b])!;
+            int lead = titled.LeadLength(b);
+            for (int t = 0; t < 99; t++)
+            {
+                bool singleSeparator = row[t] == Gpt2Tokenizer.Separator && (t == 0 || row[t - 1] != Gpt2Tokenizer.Separator);
+                if (!singleSeparator || untrained[t])
+                    continue;
+                checkedTargets++;
+                long target = start + t + 1 - lead; // the target's place in the stream
+                Assert.True(opensAbstract.Contains(target), $"block {b} position {t}: a trained target after <|sep|> is the stream's token {target}, inside an abstract");
+            }
+            start += 100 - lead;
+        }
+        Assert.True(checkedTargets > titled.BlockCount / 2, $"only {checkedTargets} targets after a <|sep|> were checked");
     }
 
     [Fact]
